@@ -1,0 +1,74 @@
+"""Reads of the price catalog: which price applies to a model name at a moment."""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db.models import Q
+
+from pricing.models import ModelAlias, ModelPrice, PriceSource
+
+
+def model_name_candidates(model: str, provider: str = "") -> list[str]:
+    """Catalog names to try for ``model``, in order: the exact name, ``provider/model`` when a
+    provider is given, then the name without its provider prefix (``openai/gpt-4o`` -> ``gpt-4o``)."""
+    candidates = [model]
+    if provider and not model.startswith(f"{provider}/"):
+        candidates.append(f"{provider}/{model}")
+    if "/" in model:
+        candidates.append(model.split("/", 1)[1])
+    return list(dict.fromkeys(candidates))
+
+
+class PriceBook:
+    """Prices for a set of model names, loaded with two queries, answered per (model, provider, at).
+
+    Built once per ingest batch so that pricing 1,000 records costs two queries, not 1,000.
+    """
+
+    def __init__(self, names: Iterable[tuple[str, str]]) -> None:
+        pairs = list(dict.fromkeys(names))
+        direct = {c for model, provider in pairs for c in model_name_candidates(model, provider)}
+        self._aliases = dict(
+            ModelAlias.objects.filter(alias__in=direct | {m for m, _ in pairs}).values_list("alias", "model")
+        )
+        wanted = direct | set(self._aliases.values())
+        self._versions: dict[str, list[ModelPrice]] = defaultdict(list)
+        for price in ModelPrice.objects.filter(model__in=wanted):
+            self._versions[price.model].append(price)
+
+    def resolve(self, model: str, provider: str, at: datetime) -> ModelPrice | None:
+        """The price in effect at ``at`` for ``model``: exact name, provider-qualified, provider
+        stripped, then an operator alias. Manual prices win over synced ones; among several rows
+        for one name, the one whose provider matches the caller's wins."""
+        names = model_name_candidates(model, provider)
+        names += [self._aliases[n] for n in names if n in self._aliases]
+        for name in names:
+            price = _pick(self._versions.get(name, ()), provider, at)
+            if price is not None:
+                return price
+        return None
+
+
+def _pick(versions: Iterable[ModelPrice], provider: str, at: datetime) -> ModelPrice | None:
+    in_effect = [p for p in versions if p.effective_from <= at and (p.effective_to is None or at < p.effective_to)]
+    if not in_effect:
+        return None
+    return min(
+        in_effect,
+        key=lambda p: (
+            p.source != PriceSource.MANUAL,
+            bool(provider) and p.provider != provider,
+            -p.effective_from.timestamp(),
+        ),
+    )
+
+
+def price_resolve(*, model: str, provider: str = "", at: datetime) -> ModelPrice | None:
+    """The price in effect for one model name at ``at`` (see :meth:`PriceBook.resolve`)."""
+    return PriceBook([(model, provider)]).resolve(model, provider, at)
+
+
+def price_history(*, model: str) -> list[ModelPrice]:
+    """Every version of a model's price, newest first."""
+    return list(ModelPrice.objects.filter(Q(model=model)).order_by("-effective_from"))
