@@ -19,7 +19,7 @@ models in its map:
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 PER_TOKENS = Decimal(1_000_000)
 ZERO = Decimal(0)
@@ -152,3 +152,21 @@ def cost_of(rates: Rates, usage: Usage) -> CostBreakdown:
             )
             / PER_TOKENS,
         )
+
+
+USD_QUANTUM = Decimal("0.000000000001")  # the ledger stores USD with 12 decimal places
+
+
+def quantize_usd(amount: Decimal) -> Decimal:
+    """Round an exact amount to the ledger's 12 decimal places (banker's rounding, no bias in sums)."""
+    return amount.quantize(USD_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def format_usd(amount: Decimal | None) -> str | None:
+    """Money for JSON: a plain decimal string without exponent or trailing zeros ("0.002475", "0")."""
+    if amount is None:
+        return None
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
