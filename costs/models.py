@@ -210,10 +210,16 @@ class UsageRecord(models.Model):
     ``prompt_tokens``; ``reasoning_tokens`` are part of ``completion_tokens``.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="usage_records")
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="usage_records")
-    sprint = models.ForeignKey(Sprint, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_records")
-    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="usage_records")
+    # No single-column FK indexes: the composite "<fk>, occurred_at" indexes below lead with each of
+    # these columns and serve the same lookups; every extra index slows each ledger insert.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="usage_records", db_index=False
+    )
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="usage_records", db_index=False)
+    sprint = models.ForeignKey(
+        Sprint, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_records", db_index=False
+    )
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="usage_records", db_index=False)
     # Idempotency key chosen by the caller, unique per organization.
     request_id = models.CharField(max_length=128)
 

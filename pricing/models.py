@@ -8,12 +8,34 @@ A price row is never edited once usage may point at it: a change closes the curr
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 # Rates per 1M tokens: 12 decimal places keep litellm's per-token floats (down to ~1e-18 USD/token) exact.
-RATE_FIELD_KWARGS = {"max_digits": 24, "decimal_places": 12}
-TIER_RATE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
+RATE_FIELD_KWARGS = {"max_digits": 24, "decimal_places": 12, "validators": [MinValueValidator(0)]}
+TIER_RATE_KEYS = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "reasoning",
+    "batch_input",
+    "batch_output",
+    "batch_cache_read",
+    "batch_cache_write",
+)
+RATE_FIELDS = (
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "cache_read_usd_per_mtok",
+    "cache_write_usd_per_mtok",
+    "reasoning_usd_per_mtok",
+    "batch_input_usd_per_mtok",
+    "batch_output_usd_per_mtok",
+    "batch_cache_read_usd_per_mtok",
+    "batch_cache_write_usd_per_mtok",
+)
 
 
 class PriceSource(models.TextChoices):
@@ -46,17 +68,26 @@ class ModelPrice(models.Model):
     reasoning_usd_per_mtok = models.DecimalField(
         "reasoning (USD / 1M tokens)", null=True, blank=True, **RATE_FIELD_KWARGS
     )
+    # Batch rates are set together (both null: a batch request is billed at the standard rates).
+    # Reasoning tokens of a batch request are billed at the batch output rate.
     batch_input_usd_per_mtok = models.DecimalField(
         "batch input (USD / 1M tokens)", null=True, blank=True, **RATE_FIELD_KWARGS
     )
     batch_output_usd_per_mtok = models.DecimalField(
         "batch output (USD / 1M tokens)", null=True, blank=True, **RATE_FIELD_KWARGS
     )
+    # Null means the batch input rate.
+    batch_cache_read_usd_per_mtok = models.DecimalField(
+        "batch cache read (USD / 1M tokens)", null=True, blank=True, **RATE_FIELD_KWARGS
+    )
+    batch_cache_write_usd_per_mtok = models.DecimalField(
+        "batch cache write (USD / 1M tokens)", null=True, blank=True, **RATE_FIELD_KWARGS
+    )
     # Long-context tiers: [{"above_tokens": 200000, "input": "5", "output": "22.5", "cache_read": "0.5",
-    # "cache_write": null, "reasoning": null}, ...] with rates as decimal strings in USD / 1M tokens.
-    # Once prompt_tokens exceeds a tier's threshold, that tier's rates apply to the whole request
-    # (the highest tier exceeded wins); a rate the tier leaves null falls back as documented in
-    # pricing.calculator.
+    # "cache_write": null, "reasoning": null, "batch_input": "2.5", ...}, ...] with rates as decimal
+    # strings in USD / 1M tokens. Once prompt_tokens exceeds a tier's threshold, that tier's rates
+    # apply to the whole request (the highest tier exceeded wins); a rate the tier leaves null falls
+    # back as documented in pricing.calculator.
     tiers = models.JSONField(default=list, blank=True)
 
     max_input_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -76,6 +107,15 @@ class ModelPrice(models.Model):
                 condition=Q(effective_to__isnull=True) | Q(effective_to__gt=models.F("effective_from")),
                 name="price_effective_range_valid",
             ),
+            models.CheckConstraint(
+                condition=Q(batch_input_usd_per_mtok__isnull=True, batch_output_usd_per_mtok__isnull=True)
+                | Q(batch_input_usd_per_mtok__isnull=False, batch_output_usd_per_mtok__isnull=False),
+                name="price_batch_rates_together",
+            ),
+            models.CheckConstraint(
+                condition=Q(*(Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__gte": 0}) for field in RATE_FIELDS)),
+                name="price_rates_non_negative",
+            ),
             # At most one open-ended (current) version per model, provider and source.
             models.UniqueConstraint(
                 fields=["model", "provider", "source"],
@@ -89,9 +129,18 @@ class ModelPrice(models.Model):
         return f"{self.model} ({self.source}, from {self.effective_from:%Y-%m-%d})"
 
     def clean(self) -> None:
-        errors = validate_tiers(self.tiers)
+        errors: dict[str, list[str]] = {}
+        tier_problems = validate_tiers(self.tiers)
+        if tier_problems:
+            errors["tiers"] = tier_problems
+        if (self.batch_input_usd_per_mtok is None) != (self.batch_output_usd_per_mtok is None):
+            errors["batch_output_usd_per_mtok"] = ["Set batch input and batch output together, or neither."]
         if errors:
-            raise ValidationError({"tiers": errors})
+            raise ValidationError(errors)
+
+    @property
+    def is_current(self) -> bool:
+        return self.effective_to is None
 
 
 def validate_tiers(tiers: object) -> list[str]:
@@ -99,19 +148,27 @@ def validate_tiers(tiers: object) -> list[str]:
     if not isinstance(tiers, list):
         return ["Must be a list of tiers."]
     problems = []
+    thresholds = set()
     for index, tier in enumerate(tiers):
         if not isinstance(tier, dict):
             problems.append(f"Tier {index}: must be an object.")
             continue
         above = tier.get("above_tokens")
-        if not isinstance(above, int) or above < 0:
+        if isinstance(above, bool) or not isinstance(above, int) or above < 0:
             problems.append(f"Tier {index}: above_tokens must be a non-negative integer.")
+        elif above in thresholds:
+            problems.append(f"Tier {index}: another tier already starts above {above} tokens.")
+        else:
+            thresholds.add(above)
+        unknown = sorted(set(tier) - {"above_tokens", *TIER_RATE_KEYS})
+        if unknown:
+            problems.append(f"Tier {index}: unknown keys {', '.join(unknown)} (allowed: {', '.join(TIER_RATE_KEYS)}).")
         for key in TIER_RATE_KEYS:
             value = tier.get(key)
             if value is None:
                 continue
             try:
-                if Decimal(str(value)) < 0:
+                if isinstance(value, (bool, float)) or not Decimal(str(value)).is_finite() or Decimal(str(value)) < 0:
                     raise ValueError
             except (ValueError, ArithmeticError):
                 problems.append(f"Tier {index}: {key} must be a non-negative decimal string.")

@@ -2,10 +2,10 @@
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Q
-
+from pricing.calculator import CostBreakdown, Rates, Usage, cost_of
 from pricing.models import ModelAlias, ModelPrice, PriceSource
 
 
@@ -70,5 +70,24 @@ def price_resolve(*, model: str, provider: str = "", at: datetime) -> ModelPrice
 
 
 def price_history(*, model: str) -> list[ModelPrice]:
-    """Every version of a model's price, newest first."""
-    return list(ModelPrice.objects.filter(Q(model=model)).order_by("-effective_from"))
+    """Every version of a model's price (all providers and sources), newest first."""
+    return list(ModelPrice.objects.filter(model=model).order_by("-effective_from", "-pk"))
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The price a usage breakdown would be charged; ``price`` and ``cost`` are None when unpriced."""
+
+    model: str
+    price: ModelPrice | None
+    cost: CostBreakdown | None
+
+
+def price_quote(*, model: str, provider: str = "", usage: Usage, at: datetime) -> Quote:
+    """Price ``usage`` of ``model`` with the catalog price in effect at ``at`` (nothing is written).
+
+    Raises ValueError when the usage parts exceed their totals (see :func:`pricing.calculator.cost_of`)."""
+    price = price_resolve(model=model, provider=provider, at=at)
+    if price is None:
+        return Quote(model=model, price=None, cost=None)
+    return Quote(model=model, price=price, cost=cost_of(Rates.from_price(price), usage))

@@ -1,13 +1,17 @@
-"""``Authorization: Bearer <api key>`` for agents."""
+"""``Authorization: Bearer <api key>`` for agents, and the one door every API view goes through to
+learn what its caller may touch (:func:`request_scope`)."""
 
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import BasePermission
 
-from config.errors import NotAuthenticated
+from config.errors import NotAuthenticated, OutOfScope
 from costs.models import ApiKey
+from costs.services.scope import KeyScope, scope_for_key
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -26,13 +30,13 @@ class ApiKeyAuthentication(BaseAuthentication):
         if len(parts) != 2:
             raise NotAuthenticated("Malformed Authorization header; expected 'Bearer <api key>'.")
         secret = parts[1].decode("latin-1")
-        api_key = (
-            ApiKey.objects.select_related("organization", "project", "agent")
-            .filter(key_hash=ApiKey.hash_secret(secret))
-            .first()
-        )
-        if api_key is None:
-            raise NotAuthenticated("Unknown API key.", code="invalid_api_key")
+        try:
+            # get() rather than first(): no ORDER BY over the joined default orderings (hot path).
+            api_key = ApiKey.objects.select_related("organization", "project", "agent").get(
+                key_hash=ApiKey.hash_secret(secret)
+            )
+        except ApiKey.DoesNotExist:
+            raise NotAuthenticated("Unknown API key.", code="invalid_api_key") from None
         if api_key.revoked_at is not None:
             raise NotAuthenticated("This API key has been revoked.", code="api_key_revoked")
         _touch(api_key)
@@ -40,6 +44,20 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes :class:`ApiKeyAuthentication` in the OpenAPI schema."""
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (sg_...) created in the admin, scoped to an organization, project or agent.",
+        }
 
 
 def _touch(api_key: ApiKey) -> None:
@@ -50,3 +68,26 @@ def _touch(api_key: ApiKey) -> None:
     if api_key.last_used_at is None or api_key.last_used_at < threshold:
         ApiKey.objects.filter(pk=api_key.pk).exclude(last_used_at__gte=threshold).update(last_used_at=now)
         api_key.last_used_at = now
+
+
+class HasApiKey(BasePermission):
+    """Only API-key callers. No credentials -> 401; a session login (operators, staff) -> 403
+    ``api_key_required``: tenant data is read and written through a key's scope, never a user's."""
+
+    def has_permission(self, request, view) -> bool:
+        if isinstance(request.auth, ApiKey):
+            return True
+        if request.user is not None and request.user.is_authenticated:
+            raise OutOfScope(
+                "This endpoint needs an API key (Authorization: Bearer sg_...); session logins may not use it.",
+                code="api_key_required",
+            )
+        return False  # DRF answers 401 not_authenticated
+
+
+def request_scope(request) -> KeyScope:
+    """What the caller of ``request`` may read and write. Every API view that touches tenant data
+    calls this (with :class:`HasApiKey` as its permission)."""
+    if not isinstance(request.auth, ApiKey):
+        raise OutOfScope("This endpoint needs an API key.", code="api_key_required")
+    return scope_for_key(request.auth)

@@ -1,1 +1,8 @@
-urlpatterns: list = []
+from django.urls import path
+
+from costs.api.views import UsageApi, UsageDetailApi
+
+urlpatterns = [
+    path("usage/", UsageApi.as_view(), name="usage"),
+    path("usage/<int:pk>/", UsageDetailApi.as_view(), name="usage-detail"),
+]

@@ -1,0 +1,42 @@
+# Spendguard developer commands. The README names these targets; .ci/run calls `make test`.
+#
+#   make demo   set up .venv, migrate, sync prices, seed the demo organization, serve on 127.0.0.1:$(PORT)
+#   make test   set up .venv and run the whole test suite (PostgreSQL / Redis when reachable, see README)
+#   make lint   ruff check + ruff format --check
+
+PYTHON ?= python3
+VENV ?= .venv
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+# Touched after a successful install: pip runs again only when pyproject.toml is newer.
+STAMP := $(VENV)/.spendguard-installed
+
+# The demo always runs on the embedded default (SQLite under var/, eager Celery, local-memory cache,
+# console email), whatever DATABASE_URL / REDIS_URL the shell has: it must never seed a real database.
+DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DJANGO_SETTINGS_MODULE=config.settings.base
+
+.PHONY: install demo test lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
+	$(DEMO_ENV) $(BIN)/python manage.py sync_prices
+	$(DEMO_ENV) $(BIN)/python manage.py seed_demo --base-url http://127.0.0.1:$(PORT)
+	$(DEMO_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
