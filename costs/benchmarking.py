@@ -170,5 +170,13 @@ def run_load(
     return LoadResult(requests=len(latencies), wall_seconds=wall, latencies_ms=latencies, statuses=statuses)
 
 
+def merge_statuses(results: list[LoadResult]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for result in results:
+        for code, count in result.statuses.items():
+            merged[code] = merged.get(code, 0) + count
+    return merged
+
+
 def dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()

@@ -1,9 +1,13 @@
-"""Reads of the costs app: the usage ledger as an API key may see it."""
+"""Reads of the costs app: the usage ledger as an API key may see it, and API key lookup."""
 
+from functools import cache
+
+from django.db import connection
 from django.db.models import QuerySet
 
+from config.db import row_shape
 from config.errors import NotFound
-from costs.models import UsageRecord
+from costs.models import Agent, ApiKey, Organization, Project, UsageRecord
 from costs.services.scope import KeyScope
 
 
@@ -23,3 +27,38 @@ def usage_record_get(*, scope: KeyScope, pk: int) -> UsageRecord:
     if row is None:
         raise NotFound("No usage record with this id.")
     return row
+
+
+def api_key_get_by_secret(*, secret: str) -> ApiKey | None:
+    """The API key whose secret is ``secret`` (revoked ones included), with its organization,
+    project and agent loaded — one plain-SQL round trip, since this runs on every agent request."""
+    with connection.cursor() as cursor:
+        cursor.execute(_api_key_sql(), [ApiKey.hash_secret(secret)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    objects, start = [], 0
+    for model in _API_KEY_JOIN:
+        shape = row_shape(model)
+        values = row[start : start + len(shape.fields)]
+        start += len(shape.fields)
+        objects.append(shape.instance(values) if values[0] is not None else None)
+    api_key, organization, project, agent = objects
+    # Assigning fills the relation caches, so api_key.project etc. cost no further query.
+    api_key.organization, api_key.project, api_key.agent = organization, project, agent
+    return api_key
+
+
+_API_KEY_JOIN = (ApiKey, Organization, Project, Agent)
+
+
+@cache
+def _api_key_sql() -> str:
+    k, o, p, a = (row_shape(model) for model in _API_KEY_JOIN)
+    return (
+        f"SELECT {k.select('k')}, {o.select('o')}, {p.select('p')}, {a.select('a')} FROM {k.table} k "
+        f"JOIN {o.table} o ON o.id = k.organization_id "
+        f"LEFT JOIN {p.table} p ON p.id = k.project_id "
+        f"LEFT JOIN {a.table} a ON a.id = k.agent_id "
+        "WHERE k.key_hash = %s"
+    )

@@ -4,7 +4,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
+from django.db import connection
+
+from config.db import in_list, row_shape
 from pricing.calculator import CostBreakdown, Rates, Usage, cost_of
 from pricing.models import ModelAlias, ModelPrice, PriceSource
 
@@ -21,21 +25,30 @@ def model_name_candidates(model: str, provider: str = "") -> list[str]:
 
 
 class PriceBook:
-    """Prices for a set of model names, loaded with two queries, answered per (model, provider, at).
+    """Prices for a set of model names, loaded with one query, answered per (model, provider, at).
 
-    Built once per ingest batch so that pricing 1,000 records costs two queries, not 1,000.
+    Built once per ingest batch so that pricing 1,000 records costs one query, not 1,000.
     """
 
     def __init__(self, names: Iterable[tuple[str, str]]) -> None:
         pairs = list(dict.fromkeys(names))
-        direct = {c for model, provider in pairs for c in model_name_candidates(model, provider)}
-        self._aliases = dict(
-            ModelAlias.objects.filter(alias__in=direct | {m for m, _ in pairs}).values_list("alias", "model")
-        )
-        wanted = direct | set(self._aliases.values())
+        direct = sorted({c for model, provider in pairs for c in model_name_candidates(model, provider)})
+        self._aliases: dict[str, str] = {}
         self._versions: dict[str, list[ModelPrice]] = defaultdict(list)
-        for price in ModelPrice.objects.filter(model__in=wanted):
-            self._versions[price.model].append(price)
+        if not direct:
+            return
+        shape = row_shape(ModelPrice)
+        with connection.cursor() as cursor:
+            cursor.execute(_price_book_sql(len(direct)), [*direct, *direct])
+            rows = cursor.fetchall()
+        seen: set[int] = set()
+        for row in rows:
+            price = shape.instance(row[1:])
+            if row[0] is not None:
+                self._aliases[row[0]] = price.model
+            if price.pk not in seen:  # a model can be reached both directly and through an alias
+                seen.add(price.pk)
+                self._versions[price.model].append(price)
 
     def resolve(self, model: str, provider: str, at: datetime) -> ModelPrice | None:
         """The price in effect at ``at`` for ``model``: exact name, provider-qualified, provider
@@ -48,6 +61,20 @@ class PriceBook:
             if price is not None:
                 return price
         return None
+
+
+@lru_cache(maxsize=128)
+def _price_book_sql(names: int) -> str:
+    """The versions of ``names`` catalog names plus those of the models their operator aliases point
+    at (tagged with the alias) — one round trip on the ingest hot path."""
+    shape = row_shape(ModelPrice)
+    alias_table = connection.ops.quote_name(ModelAlias._meta.db_table)
+    placeholders = in_list([None] * names)
+    return (
+        f"SELECT NULL, {shape.select('p')} FROM {shape.table} p WHERE p.model IN {placeholders} "
+        f"UNION ALL SELECT a.alias, {shape.select('p')} FROM {alias_table} a "
+        f"JOIN {shape.table} p ON p.model = a.model WHERE a.alias IN {placeholders}"
+    )
 
 
 def _pick(versions: Iterable[ModelPrice], provider: str, at: datetime) -> ModelPrice | None:

@@ -11,6 +11,7 @@ from rest_framework.permissions import BasePermission
 
 from config.errors import NotAuthenticated, OutOfScope
 from costs.models import ApiKey
+from costs.selectors import api_key_get_by_secret
 from costs.services.scope import KeyScope, scope_for_key
 
 
@@ -30,13 +31,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         if len(parts) != 2:
             raise NotAuthenticated("Malformed Authorization header; expected 'Bearer <api key>'.")
         secret = parts[1].decode("latin-1")
-        try:
-            # get() rather than first(): no ORDER BY over the joined default orderings (hot path).
-            api_key = ApiKey.objects.select_related("organization", "project", "agent").get(
-                key_hash=ApiKey.hash_secret(secret)
-            )
-        except ApiKey.DoesNotExist:
-            raise NotAuthenticated("Unknown API key.", code="invalid_api_key") from None
+        api_key = api_key_get_by_secret(secret=secret)
+        if api_key is None:
+            raise NotAuthenticated("Unknown API key.", code="invalid_api_key")
         if api_key.revoked_at is not None:
             raise NotAuthenticated("This API key has been revoked.", code="api_key_revoked")
         _touch(api_key)

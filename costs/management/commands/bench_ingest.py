@@ -6,6 +6,7 @@ Prints batch ingest records/s (batches of 1,000) and single-record latency (p50/
 throughput (several clients). Uses a throwaway database (default ``spendguard_bench``), recreated each run.
 """
 
+import statistics
 import uuid
 from datetime import UTC, datetime
 
@@ -44,6 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--single-clients", type=int, default=4)
         parser.add_argument("--singles-per-client", type=int, default=500)
         parser.add_argument("--latency-requests", type=int, default=1000)
+        parser.add_argument("--repeat", type=int, default=3, help="runs of each phase; medians are reported")
 
     def handle(self, *args, **opts):
         env = bench.app_env(database_url=opts["database_url"], redis_url=opts["redis_url"])
@@ -60,10 +62,10 @@ class Command(BaseCommand):
         run = uuid.uuid4().hex[:8]
         size = opts["batch_size"]
 
-        def batch_bodies(client: int) -> list[bytes]:
+        def batch_bodies(client: int, attempt: int) -> list[bytes]:
             base = client * opts["batches_per_client"] * size
             return [
-                bench.dumps({"records": [_record(base + b * size + i, f"{run}-b") for i in range(size)]})
+                bench.dumps({"records": [_record(base + b * size + i, f"{run}-b{attempt}") for i in range(size)]})
                 for b in range(opts["batches_per_client"])
             ]
 
@@ -76,32 +78,53 @@ class Command(BaseCommand):
                 port=port, path="/api/v1/usage/", api_key=api_key, clients=opts["workers"] * 2,
                 bodies_for=single_bodies("warm", 20),
             )  # fmt: skip
-            batch = bench.run_load(
-                port=port, path="/api/v1/usage/", api_key=api_key, clients=opts["batch_clients"],
-                bodies_for=batch_bodies,
-            )  # fmt: skip
-            latency = bench.run_load(
-                port=port, path="/api/v1/usage/", api_key=api_key, clients=1,
-                bodies_for=single_bodies("lat", opts["latency_requests"]),
-            )  # fmt: skip
-            single = bench.run_load(
-                port=port, path="/api/v1/usage/", api_key=api_key, clients=opts["single_clients"],
-                bodies_for=single_bodies("tput", opts["singles_per_client"]),
-            )  # fmt: skip
+            batches, latencies, singles = [], [], []
+            for attempt in range(opts["repeat"]):
+                batches.append(
+                    bench.run_load(
+                        port=port, path="/api/v1/usage/", api_key=api_key, clients=opts["batch_clients"],
+                        bodies_for=lambda c, a=attempt: batch_bodies(c, a),
+                    )
+                )  # fmt: skip
+                latencies.append(
+                    bench.run_load(
+                        port=port, path="/api/v1/usage/", api_key=api_key, clients=1,
+                        bodies_for=single_bodies(f"lat{attempt}", opts["latency_requests"]),
+                    )
+                )  # fmt: skip
+                singles.append(
+                    bench.run_load(
+                        port=port, path="/api/v1/usage/", api_key=api_key, clients=opts["single_clients"],
+                        bodies_for=single_bodies(f"tput{attempt}", opts["singles_per_client"]),
+                    )
+                )  # fmt: skip
 
-        records = batch.requests * size
+        def median(values):
+            return statistics.median(values)
+
+        def spread(values, fmt):
+            return "runs " + ", ".join(format(v, fmt) for v in values)
+
         w = self.stdout.write
-        w(f"gunicorn gthread workers={opts['workers']} threads={opts['threads']}; PostgreSQL + Redis on loopback")
         w(
-            f"batch ingest   : {records / batch.wall_seconds:,.0f} records/s "
-            f"({batch.requests} batches x {size} from {opts['batch_clients']} clients in {batch.wall_seconds:.2f} s; "
-            f"per batch p50 {batch.p50:.1f} ms, p99 {batch.p99:.1f} ms) statuses {batch.statuses}"
+            f"gunicorn gthread workers={opts['workers']} threads={opts['threads']}; PostgreSQL + Redis on loopback; "
+            f"medians of {opts['repeat']} runs"
         )
+        rates = [b.requests * size / b.wall_seconds for b in batches]
         w(
-            f"single latency : p50 {latency.p50:.2f} ms, p99 {latency.p99:.2f} ms "
-            f"({latency.requests} sequential requests, 1 client) statuses {latency.statuses}"
+            f"batch ingest   : {median(rates):,.0f} records/s ({spread(rates, ',.0f')}; each run "
+            f"{opts['batch_clients']} clients x {opts['batches_per_client']} batches of {size}; per batch "
+            f"p50 {median([b.p50 for b in batches]):.1f} ms, p99 {median([b.p99 for b in batches]):.1f} ms) "
+            f"statuses {bench.merge_statuses(batches)}"
         )
+        p50s, p99s = [r.p50 for r in latencies], [r.p99 for r in latencies]
         w(
-            f"single tput    : {single.requests_per_second:,.0f} requests/s with {opts['single_clients']} clients "
-            f"(p50 {single.p50:.2f} ms, p99 {single.p99:.2f} ms) statuses {single.statuses}"
+            f"single latency : p50 {median(p50s):.2f} ms, p99 {median(p99s):.2f} ms ({spread(p50s, '.2f')}; "
+            f"{opts['latency_requests']} sequential requests from 1 client) statuses {bench.merge_statuses(latencies)}"
+        )
+        rps = [r.requests_per_second for r in singles]
+        w(
+            f"single tput    : {median(rps):,.0f} requests/s with {opts['single_clients']} clients "
+            f"({spread(rps, ',.0f')}; p50 {median([r.p50 for r in singles]):.2f} ms, "
+            f"p99 {median([r.p99 for r in singles]):.2f} ms) statuses {bench.merge_statuses(singles)}"
         )
