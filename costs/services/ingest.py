@@ -13,6 +13,7 @@ built without ``full_clean()``.
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -64,8 +65,8 @@ def usage_ingest(*, api_key: ApiKey, records: list[dict], now: datetime | None =
 
     ``now`` (default: the current time) is the default ``occurred_at`` and the reference for the
     future-skew limit (``SPENDGUARD_MAX_FUTURE_SKEW_SECONDS``); ``received_at`` is always the wall
-    clock at writing. Newly written rows are passed, inside the transaction, to
-    :func:`_after_rows_written` (the seam where budgets settle reservations).
+    clock at writing. Newly written rows are passed, inside the transaction, to the hooks registered
+    with :func:`register_rows_written_hook` (the seam where budgets settle reservations).
     """
     now = now or timezone.now()
     scope = scope_for_key(api_key)
@@ -91,14 +92,27 @@ def usage_ingest(*, api_key: ApiKey, records: list[dict], now: datetime | None =
     return ingested
 
 
-def _after_rows_written(rows: list[UsageRecord]) -> None:
-    """Called once per batch, inside the ingest transaction, with the rows just written (replays
-    excluded: they were counted when first written).
+RowsWrittenHook = Callable[[list[UsageRecord]], None]
+_rows_written_hooks: list[RowsWrittenHook] = []
 
-    The seam for the budgets app (DESIGN.md flow 2, "settle": release each row's reservation and
-    count its cost against every covering budget in the same transaction). Deliberately empty for
-    now; the budgets issue replaces it with an explicit registration. Must not query per row.
+
+def register_rows_written_hook(hook: RowsWrittenHook) -> None:
+    """Register ``hook(rows)`` to run once per ingested batch, inside the ingest transaction, with
+    the rows just written (replays excluded: they were counted when first written).
+
+    The one seam through which a higher app learns about new usage (``pricing <- costs <- budgets``:
+    costs must not import budgets). The budgets app registers its settlement here in
+    ``BudgetsConfig.ready()`` — release each row's reservation and count its cost against every
+    covering budget in the same transaction as the ledger rows (DESIGN.md flow 2). A hook that
+    raises rolls the whole batch back. Hooks must not query per row. Registering twice is a no-op.
     """
+    if hook not in _rows_written_hooks:
+        _rows_written_hooks.append(hook)
+
+
+def _after_rows_written(rows: list[UsageRecord]) -> None:
+    for hook in _rows_written_hooks:
+        hook(rows)
 
 
 # --- validation -------------------------------------------------------------------------------

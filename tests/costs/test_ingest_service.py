@@ -170,7 +170,8 @@ def test_budgets_seam_gets_the_new_rows_inside_the_transaction(api_key, gpt4o, m
     def hook(rows):
         calls.append(([row.request_id for row in rows], connection.in_atomic_block, UsageRecord.objects.count()))
 
-    monkeypatch.setattr(ingest, "_after_rows_written", hook)
+    monkeypatch.setattr(ingest, "_rows_written_hooks", [])
+    ingest.register_rows_written_hook(hook)
 
     usage_ingest(
         api_key=api_key,
@@ -192,7 +193,8 @@ def test_a_failing_seam_rolls_the_whole_batch_back(api_key, gpt4o, monkeypatch):
     def hook(rows):
         raise RuntimeError("budget store unavailable")
 
-    monkeypatch.setattr(ingest, "_after_rows_written", hook)
+    monkeypatch.setattr(ingest, "_rows_written_hooks", [])
+    ingest.register_rows_written_hook(hook)
 
     with pytest.raises(RuntimeError):
         usage_ingest(api_key=api_key, records=[usage(agent="brand-new-agent")], now=NOW)
