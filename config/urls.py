@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 api_v1 = [
     path("", include("costs.api.urls")),
     path("", include("pricing.api.urls")),
+    path("", include("budgets.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 

@@ -1,0 +1,1 @@
+urlpatterns: list = []  # /api/v1/budgets/ (operators)

@@ -1,0 +1,1 @@
+urlpatterns: list = []  # POST /api/v1/budget-checks/ (enforcement)

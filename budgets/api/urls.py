@@ -1,0 +1,6 @@
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("budgets.api.check_urls")),
+    path("", include("budgets.api.budget_urls")),
+]
