@@ -3,6 +3,7 @@
 #   make demo   set up .venv, migrate, sync prices, seed the demo organization, serve on 127.0.0.1:$(PORT)
 #   make test   set up .venv and run the whole test suite (PostgreSQL / Redis when reachable, see README)
 #   make lint   ruff check + ruff format --check
+#   make bench  ingest benchmark under gunicorn on the local PostgreSQL + Redis (prints figures)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.spendguard-installed
 # console email), whatever DATABASE_URL / REDIS_URL the shell has: it must never seed a real database.
 DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DJANGO_SETTINGS_MODULE=config.settings.base
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +41,6 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python manage.py bench_ingest
