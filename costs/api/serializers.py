@@ -35,6 +35,14 @@ def usage_record_payloads(items: Iterable[tuple[UsageRecord, bool | None]]) -> l
     return [payloads.build(row, replayed) for row, replayed in items]
 
 
+def usage_record_summaries(items: Iterable[tuple[UsageRecord, bool]]) -> list[dict]:
+    """The batch answer's per-record objects (:class:`IngestedSummarySerializer`): what a batch
+    sender needs to reconcile its records — id, replay flag, attribution, cost. Echoing the full
+    row (30 fields) back for 1,000 records would cost more than validating and storing them."""
+    payloads = _Payloads()
+    return [payloads.summary(row, replayed) for row, replayed in items]
+
+
 class _Payloads:
     __slots__ = ("agents", "money", "organizations", "projects", "sprints")
 
@@ -53,6 +61,28 @@ class _Payloads:
             # Equal Decimals (0.50 and 0.5) share a hash and format_usd gives them the same text.
             text = self.money[amount] = format_usd(amount)
         return text
+
+    def summary(self, row: UsageRecord, replayed: bool) -> dict:
+        return {
+            "id": row.id,
+            "request_id": row.request_id,
+            "replayed": replayed,
+            "project": self._name(self.projects, row.project_id, lambda: row.project.slug),
+            "sprint": self._name(self.sprints, row.sprint_id, lambda: row.sprint.slug),
+            "agent": self._name(self.agents, row.agent_id, lambda: row.agent.name),
+            "model": row.model,
+            "cost_usd": self.usd(row.cost_usd),
+            "cost_source": row.cost_source,
+            "price_id": row.price_id,
+        }
+
+    @staticmethod
+    def _name(cache: dict, key: int | None, load) -> str | None:
+        try:
+            return cache[key]
+        except KeyError:
+            value = cache[key] = load()
+            return value
 
     def build(self, row: UsageRecord, replayed: bool | None) -> dict:
         organization = self.organizations.get(row.organization_id)
@@ -208,8 +238,24 @@ class IngestedRecordSerializer(UsageRecordSerializer):
     replayed = serializers.BooleanField(help_text="True when this request_id was already recorded (nothing new).")
 
 
+class IngestedSummarySerializer(serializers.Serializer):
+    """One record of a batch answer: identity, attribution and cost (the full row is at
+    ``GET /api/v1/usage/<id>/``)."""
+
+    id = serializers.IntegerField()
+    request_id = serializers.CharField()
+    replayed = serializers.BooleanField(help_text="True when this request_id was already recorded (nothing new).")
+    project = serializers.SlugField()
+    sprint = serializers.SlugField(allow_null=True)
+    agent = serializers.CharField()
+    model = serializers.CharField()
+    cost_usd = serializers.CharField(allow_null=True, help_text="What this row charges; null when unpriced.")
+    cost_source = serializers.ChoiceField(choices=CostSource.choices)
+    price_id = serializers.IntegerField(allow_null=True, help_text="The catalog price row used.")
+
+
 class IngestedBatchSerializer(serializers.Serializer):
-    records = IngestedRecordSerializer(many=True, help_text="In input order.")
+    records = IngestedSummarySerializer(many=True, help_text="In input order.")
 
 
 class ApiErrorDetailSerializer(serializers.Serializer):

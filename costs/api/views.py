@@ -18,6 +18,7 @@ from costs.api.serializers import (
     UsageRecordSerializer,
     usage_record_payload,
     usage_record_payloads,
+    usage_record_summaries,
 )
 from costs.models import UsageRecord
 from costs.selectors import usage_record_get, usage_records_visible
@@ -71,6 +72,10 @@ class UsageApi(GenericAPIView):
     def post(self, request):
         """Record one usage object, or ``{"records": [...]}`` (up to 1,000; all or nothing).
 
+        A single object is answered with its full ledger row; a batch with ``{"records": [...]}`` in
+        input order, each a summary (id, replayed, project, sprint, agent, model, cost_usd,
+        cost_source, price_id) — the full rows are at ``GET /api/v1/usage/<id>/``.
+
         Idempotent on ``request_id`` (unique per organization): a replay answers the row recorded
         first — ``200`` for a single object, ``"replayed": true`` per record in a batch (a batch
         answers ``201`` if any record was new, else ``200``). A replay whose content differs from the
@@ -102,7 +107,7 @@ class UsageApi(GenericAPIView):
             )
         any_new = any(not item.replayed for item in ingested)
         return Response(
-            {"records": usage_record_payloads((item.row, item.replayed) for item in ingested)},
+            {"records": usage_record_summaries((item.row, item.replayed) for item in ingested)},
             status=status.HTTP_201_CREATED if any_new else status.HTTP_200_OK,
         )
 

@@ -369,33 +369,40 @@ def test_batch_answers_every_record_in_input_order(agent_client, prices):
 
     assert response.status_code == 201
     rows = {row.request_id: row for row in UsageRecord.objects.all()}
+
+    def summary(request_id, **fields):
+        return {
+            "id": rows[request_id].pk,
+            "request_id": request_id,
+            "replayed": False,
+            "project": "search",
+            "sprint": None,
+            "agent": "planner",
+            "model": "gpt-4o",
+            "cost_usd": None,
+            "cost_source": "unpriced",
+            "price_id": None,
+            **fields,
+        }
+
+    # A batch answers summaries; the full row is one GET away.
     assert response.json() == {
         "records": [
-            expected(
-                rows["z-last"],
-                request_id="z-last",
-                prompt_tokens=1000,
-                completion_tokens=0,
-                cost_usd="0.0025",
-                cost_source="computed",
-                input_cost_usd="0.0025",
-                cached_input_cost_usd="0",
-                cache_creation_cost_usd="0",
-                output_cost_usd="0",
-                computed_cost_usd="0.0025",
-                price_id=prices["gpt-4o"].pk,
-            ),
-            expected(rows["a-first"], request_id="a-first", model="acme-finetune-v2"),
-            expected(
-                rows["m-middle"],
-                request_id="m-middle",
-                model="acme-finetune-v2",
-                cost_usd="0.5",
-                cost_source="provided",
-                provider_cost_usd="0.5",
-            ),
+            summary("z-last", cost_usd="0.0025", cost_source="computed", price_id=prices["gpt-4o"].pk),
+            summary("a-first", model="acme-finetune-v2"),
+            summary("m-middle", model="acme-finetune-v2", cost_usd="0.5", cost_source="provided"),
         ]
     }
+    full = expected(
+        rows["m-middle"],
+        request_id="m-middle",
+        model="acme-finetune-v2",
+        cost_usd="0.5",
+        cost_source="provided",
+        provider_cost_usd="0.5",
+    )
+    del full["replayed"]  # only answers to POST say whether the row already existed
+    assert agent_client.get(f"{URL}{rows['m-middle'].pk}/").json() == full
 
 
 def test_replay_returns_the_original_row_once(agent_client, prices):
