@@ -235,7 +235,16 @@ class Reservation(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey("costs.Organization", on_delete=models.CASCADE, related_name="reservations")
-    agent = models.ForeignKey("costs.Agent", on_delete=models.CASCADE, related_name="reservations")
+    # Attribution of the checked request, for tenancy (which keys may see / release it). The project
+    # is always set by the check (null only on rows made before it existed); the agent is null when
+    # the check named an agent that is not registered yet (checks never register agents: ingestion
+    # of the request's usage does).
+    project = models.ForeignKey(
+        "costs.Project", on_delete=models.CASCADE, null=True, blank=True, related_name="reservations"
+    )
+    agent = models.ForeignKey(
+        "costs.Agent", on_delete=models.CASCADE, null=True, blank=True, related_name="reservations"
+    )
     # The agent's idempotency key for the call, when it sent one: usage with this request_id settles it.
     request_id = models.CharField(max_length=128, blank=True, default="")
     model = models.CharField(max_length=255, help_text="The model reserved for (after any downgrade).")

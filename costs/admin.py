@@ -191,10 +191,20 @@ class AgentAdmin(FixedParentMixin, admin.ModelAdmin):
         self._set_status(request, queryset, AgentStatus.ACTIVE, "Resumed")
 
     def _set_status(self, request, queryset, status: str, verb: str) -> None:
-        changed = sum(agent_set_status(agent=agent, status=status) for agent in queryset)
+        changed = 0
+        for agent in queryset:
+            if agent_set_status(agent=agent, status=status):
+                changed += 1
+                self._log_status(request, agent, verb)
         unchanged = len(queryset) - changed
         note = f" ({unchanged} already {AgentStatus(status).label.lower()})" if unchanged else ""
         self.message_user(request, f"{verb} {changed} agent(s){note}.", messages.SUCCESS)
+
+    def _log_status(self, request, agent: Agent, verb: str) -> None:
+        # Who paused or resumed which agent, and when: the admin's own history (LogEntry), shown on
+        # the agent's History page. (costs cannot import budgets, whose AuditEntry records pauses
+        # made by budget enforcement.)
+        self.log_change(request, agent, f"{verb} the agent (status: {agent.status}).")
 
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
@@ -221,6 +231,7 @@ class AgentAdmin(FixedParentMixin, admin.ModelAdmin):
         if not self.has_change_permission(request, agent):
             raise PermissionDenied
         if agent_set_status(agent=agent, status=status):
+            self._log_status(request, agent, "Paused" if status == AgentStatus.PAUSED else "Resumed")
             self.message_user(request, f"Agent {agent} is now {agent.get_status_display().lower()}.", messages.SUCCESS)
         else:
             self.message_user(request, f"Agent {agent} was already {agent.get_status_display().lower()}.")

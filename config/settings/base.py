@@ -10,6 +10,8 @@ from pathlib import Path
 
 import environ
 
+from config.beat import BEAT_SCHEDULE
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -107,6 +109,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = BEAT_SCHEDULE
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -165,3 +168,16 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# --- Budgets: pre-call checks and reservations (budgets.services.enforcement, ADR 0003) ---
+# A reservation not settled by usage within this many seconds is released by the expiry job.
+SPENDGUARD_RESERVATION_TTL_SECONDS = env.int("SPENDGUARD_RESERVATION_TTL_SECONDS", default=600)
+# How long a check waits for a budget period's row lock (PostgreSQL lock_timeout, ms) before the
+# spend store counts as unavailable.
+SPENDGUARD_BUDGET_LOCK_TIMEOUT_MS = env.int("SPENDGUARD_BUDGET_LOCK_TIMEOUT_MS", default=2000)
+# Spend store unavailable (lock timeout, database error): "closed" answers 503 budget_store_unavailable
+# when a hard budget covers the request; "open" allows it with a warning and reserves nothing.
+SPENDGUARD_BUDGET_STORE_FAILURE = env.str("SPENDGUARD_BUDGET_STORE_FAILURE", default="closed")
+# Per-process cache of catalog prices used to price checks, seconds (0 disables). Staleness only
+# affects the reserved estimate; settlement books the actual cost with the price in effect.
+SPENDGUARD_CHECK_PRICE_CACHE_SECONDS = env.int("SPENDGUARD_CHECK_PRICE_CACHE_SECONDS", default=60)

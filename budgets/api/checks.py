@@ -1,0 +1,189 @@
+"""Budget-check API v1: ``POST /api/v1/budget-checks/`` (pre-call check + reservation) and
+``POST /api/v1/budget-checks/<id>/release/``, for API-key callers.
+
+The check is the hot path of every agent call, so its input is validated by hand (a DRF serializer
+costs more than the rest of the view); the serializers below only describe the API in the OpenAPI
+schema.
+"""
+
+import uuid
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from budgets.errors import BudgetExceeded
+from budgets.models import nanos_to_usd
+from budgets.services.enforcement import CheckResult, budget_check, budget_line_payload, reservation_release
+from config.errors import ValidationFailed
+from costs.api.authentication import HasApiKey, request_scope
+from costs.api.serializers import ApiErrorSerializer
+from pricing.calculator import format_usd
+
+CHECK_FIELDS = frozenset({"agent", "project", "sprint", "model", "prompt_tokens", "max_output_tokens", "request_id"})
+# Far above any context window; keeps the worst case of any catalog rate inside a BIGINT counter.
+MAX_TOKENS = 10**9
+_STRINGS = {"agent": 200, "project": 100, "sprint": 100, "model": 255, "request_id": 128}
+
+
+def budget_check_input_clean(data) -> dict:
+    """The check's request body -> keyword arguments of :func:`budget_check`, or ValidationFailed
+    with every field's problems. ``null`` means "not given" for the optional fields."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(fields={"non_field_errors": ["Expected a JSON object."]})
+    errors: dict[str, list[str]] = {key: ["Unknown field."] for key in data.keys() - CHECK_FIELDS}
+    values: dict = {}
+    for key, max_length in _STRINGS.items():
+        value = data.get(key)
+        if value is None:
+            if key == "model":
+                errors[key] = ["This field is required."]
+            values[key] = None
+        elif type(value) is not str:
+            errors[key] = ["Must be a string."]
+        elif not value.strip():
+            errors[key] = ["May not be blank."]
+        elif len(value) > max_length:
+            errors[key] = [f"Ensure this field has no more than {max_length} characters."]
+        elif "\x00" in value:
+            errors[key] = ["May not contain NUL characters."]
+        else:
+            values[key] = value
+    for key in ("prompt_tokens", "max_output_tokens"):
+        value = data.get(key)
+        if value is None:
+            errors[key] = ["This field is required."]
+        elif type(value) is not int:  # bool is an int subclass, and true is not a token count
+            errors[key] = ["Must be an integer."]
+        elif not 0 <= value <= MAX_TOKENS:
+            errors[key] = [f"Must be between 0 and {MAX_TOKENS}."]
+        else:
+            values[key] = value
+    if errors:
+        raise ValidationFailed(fields={key: errors[key] for key in sorted(errors)})
+    return values
+
+
+def check_payload(result: CheckResult) -> dict:
+    payload = {
+        "decision": result.decision,
+        "model": result.model,
+        "reservation_id": str(result.reservation_id) if result.reservation_id is not None else None,
+        "reserved_usd": format_usd(nanos_to_usd(result.reserved_nanos)),
+        "expires_at": result.expires_at,
+        "budgets": [budget_line_payload(line) for line in result.budgets],
+    }
+    if result.warnings:
+        payload["warnings"] = result.warnings
+    return payload
+
+
+# --- OpenAPI description only -----------------------------------------------------------------
+
+
+class BudgetCheckInputSerializer(serializers.Serializer):
+    agent = serializers.CharField(required=False, help_text="Agent name; from the API key's scope when omitted.")
+    project = serializers.SlugField(required=False, help_text="Project slug; from the API key's scope when omitted.")
+    sprint = serializers.SlugField(
+        required=False, help_text="Sprint slug; default: the project's sprint running now (organization time zone)."
+    )
+    model = serializers.CharField(help_text="The model the agent means to call (an agent's model override wins).")
+    prompt_tokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS, help_text="Estimated input tokens.")
+    max_output_tokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS)
+    request_id = serializers.CharField(
+        required=False, max_length=128, help_text="The call's idempotency key: a repeat returns the same reservation."
+    )
+
+
+class BudgetLineSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    scope = serializers.ChoiceField(choices=["organization", "project", "sprint", "agent"])
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField(allow_null=True, help_text="Null: the budget never resets (total).")
+    limit_usd = serializers.DecimalField(max_digits=30, decimal_places=9)
+    spent_usd = serializers.DecimalField(max_digits=30, decimal_places=9)
+    reserved_usd = serializers.DecimalField(max_digits=30, decimal_places=9, help_text="This reservation included.")
+    remaining_usd = serializers.DecimalField(
+        max_digits=30, decimal_places=9, help_text="limit - spent - reserved (negative when over the limit)."
+    )
+    status = serializers.ChoiceField(choices=["ok", "warning", "exceeded"])
+
+
+class BudgetCheckSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["allow", "warn", "downgrade"])
+    model = serializers.CharField(help_text="The model to call (differs from the request after a downgrade).")
+    reservation_id = serializers.UUIDField(allow_null=True, help_text="Send it with the usage to settle it.")
+    reserved_usd = serializers.DecimalField(max_digits=30, decimal_places=9)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    budgets = BudgetLineSerializer(many=True)
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="unpriced_model, budget_store_unavailable, budget_over_limit:<id>, budget_threshold:<id>:<pct>.",
+    )
+
+
+class ReleasedSerializer(serializers.Serializer):
+    reservation_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["held", "settled", "released", "expired"])
+    closed_at = serializers.DateTimeField(allow_null=True)
+
+
+# --- views ------------------------------------------------------------------------------------
+
+
+class BudgetCheckApi(APIView):
+    permission_classes = [HasApiKey]
+
+    @extend_schema(
+        summary="Check budgets and reserve the worst case before an LLM call",
+        request=BudgetCheckInputSerializer,
+        responses={
+            201: OpenApiResponse(BudgetCheckSerializer, description="Reserved: allow, warn or downgrade."),
+            200: OpenApiResponse(
+                BudgetCheckSerializer,
+                description="A repeated request_id (its held reservation), or fail-open with nothing reserved.",
+            ),
+            400: OpenApiResponse(ApiErrorSerializer, description="validation_error"),
+            401: OpenApiResponse(ApiErrorSerializer, description="not_authenticated, invalid_api_key, api_key_revoked"),
+            403: OpenApiResponse(ApiErrorSerializer, description="out_of_scope or api_key_required"),
+            409: OpenApiResponse(ApiErrorSerializer, description="reservation_closed: request_id already settled"),
+            429: OpenApiResponse(
+                ApiErrorSerializer,
+                description="budget_exceeded (error.budgets: the budgets at fault; Retry-After header) or agent_paused",
+            ),
+            503: OpenApiResponse(ApiErrorSerializer, description="budget_store_unavailable (fail closed)"),
+        },
+    )
+    def post(self, request):
+        scope = request_scope(request)
+        values = budget_check_input_clean(request.data)
+        result = budget_check(scope=scope, **values)
+        return Response(check_payload(result), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        if isinstance(exc, BudgetExceeded) and exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+
+
+class ReservationReleaseApi(APIView):
+    permission_classes = [HasApiKey]
+
+    @extend_schema(
+        summary="Release an unused reservation",
+        request=None,
+        responses={
+            200: ReleasedSerializer,
+            404: OpenApiResponse(ApiErrorSerializer, description="not_found (also another organization's id)"),
+        },
+    )
+    def post(self, request, reservation_id: uuid.UUID):
+        """Give the held amount back. Idempotent: releasing again, or releasing a reservation already
+        settled or expired, changes nothing and answers its current status."""
+        reservation = reservation_release(scope=request_scope(request), reservation_id=reservation_id)
+        return Response(
+            {"reservation_id": str(reservation.pk), "status": reservation.status, "closed_at": reservation.closed_at}
+        )

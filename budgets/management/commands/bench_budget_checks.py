@@ -1,0 +1,132 @@
+"""Benchmark budget checks over HTTP: gunicorn + PostgreSQL + Redis on loopback.
+
+    python manage.py bench_budget_checks
+
+16 concurrent clients (processes, keep-alive connections) all check against one organization's hard
+budget. Three phases, each run ``--repeat`` times (medians printed): *allow* (the budget is big
+enough never to deny, so every check reserves: the full write path), *deny* (another organization
+whose hard budget is exhausted: every check is refused) and *floor* (the same endpoint answering 400
+after authentication and validation: what the framework costs before any budget work). Uses a throwaway database
+(default ``spendguard_bench_checks``), recreated each run.
+"""
+
+import statistics
+import uuid
+
+from django.core.management.base import BaseCommand
+
+from costs import benchmarking as bench
+
+# Creates, in the benchmark database, the catalog price, the two organizations' hard budgets and agents.
+SETUP = """
+import datetime as dt
+from decimal import Decimal
+from budgets.models import Budget
+from costs.models import Agent, Organization, Project
+from pricing.models import ModelPrice
+ModelPrice.objects.create(model="gpt-4o", source="manual", input_usd_per_mtok=Decimal("2.5"),
+    output_usd_per_mtok=Decimal("10"), effective_from=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+Budget.objects.create(organization=Organization.objects.get(slug="bench"), name="org monthly",
+    limit_usd=Decimal("1000000"), period="monthly", enforcement="hard")
+Budget.objects.create(organization=Organization.objects.get(slug="bench-deny"), name="exhausted",
+    limit_usd=Decimal("0.001"), period="monthly", enforcement="hard")
+for project in Project.objects.filter(slug="load"):
+    Agent.objects.bulk_create([Agent(project=project, name=f"agent-{i}") for i in range(8)])
+"""
+
+
+def _check(client: int, i: int, run: str) -> dict:
+    return {
+        "agent": f"agent-{client % 8}",
+        "model": "gpt-4o",
+        "prompt_tokens": 500 + (i * 37) % 4000,
+        "max_output_tokens": 256 + (i * 13) % 1024,
+        "request_id": f"{run}-{client}-{i}",
+    }
+
+
+class Command(BaseCommand):
+    help = "Benchmark POST /api/v1/budget-checks/ under gunicorn on PostgreSQL + Redis and print the figures."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/spendguard_bench_checks")
+        parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+        parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+        parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread)")
+        parser.add_argument(
+            "--worker-class", default="sync", choices=["sync", "gthread"],
+            help="sync: a connection per request, so requests spread over all workers (default); gthread: "
+            "keep-alive, but a worker keeps the connections it accepted",
+        )  # fmt: skip
+        parser.add_argument("--clients", type=int, default=16)
+        parser.add_argument("--checks-per-client", type=int, default=300)
+        parser.add_argument("--repeat", type=int, default=3, help="runs of each phase; medians are reported")
+
+    def handle(self, *args, **opts):
+        env = bench.app_env(database_url=opts["database_url"], redis_url=opts["redis_url"])
+        self.stdout.write(f"Preparing {opts['database_url']} (migrate, price, budgets, API keys)…")
+        bench.recreate_database(opts["database_url"])
+        bench.manage("migrate", "-v0", env=env)
+        keys = {}
+        for org in ("bench", "bench-deny"):
+            out = bench.manage("create_api_key", "--organization", org, "--project", "load", "--create", env=env)
+            keys[org] = out.strip().splitlines()[-1]
+        bench.manage("shell", "-c", SETUP, env=env)
+
+        run = uuid.uuid4().hex[:8]
+        path = "/api/v1/budget-checks/"
+        per_client = opts["checks_per_client"]
+
+        def bodies(prefix: str, count: int):
+            return lambda client: [bench.dumps(_check(client, i, f"{run}-{prefix}")) for i in range(count)]
+
+        allow, deny, floor = [], [], []
+        server = bench.gunicorn_server(
+            env=env, workers=opts["workers"], threads=opts["threads"], worker_class=opts["worker_class"]
+        )
+        with server as port:
+            # Warm-up: first requests pay imports, connections, the period row and caches in every worker.
+            for org in keys:
+                bench.run_load(
+                    port=port, path=path, api_key=keys[org], clients=opts["workers"] * 2,
+                    bodies_for=bodies(f"warm-{org}", 30),
+                )  # fmt: skip
+            for attempt in range(opts["repeat"]):
+                allow.append(
+                    bench.run_load(
+                        port=port, path=path, api_key=keys["bench"], clients=opts["clients"],
+                        bodies_for=bodies(f"allow{attempt}", per_client),
+                    )
+                )  # fmt: skip
+                # The floor: the same endpoint answering 400 after authentication and validation,
+                # no budget work — what Django, DRF, the API-key lookup and gunicorn cost here.
+                floor.append(
+                    bench.run_load(
+                        port=port, path=path, api_key=keys["bench"], clients=opts["clients"],
+                        bodies_for=lambda client: [b'{"model": 1}'] * per_client,
+                    )
+                )  # fmt: skip
+                deny.append(
+                    bench.run_load(
+                        port=port, path=path, api_key=keys["bench-deny"], clients=opts["clients"],
+                        bodies_for=bodies(f"deny{attempt}", per_client),
+                    )
+                )  # fmt: skip
+
+        w = self.stdout.write
+        w(
+            f"gunicorn {opts['worker_class']} workers={opts['workers']} threads={opts['threads']}; "
+            "PostgreSQL + Redis on loopback; "
+            f"{opts['clients']} clients x {per_client} checks per run, one hard organization budget; "
+            f"medians of {opts['repeat']} runs"
+        )
+        phases = (("allow (reserve)", allow), ("deny (429)", deny), ("floor (400, auth only)", floor))
+        for name, results in phases:
+            rates = [r.requests_per_second for r in results]
+            p50s, p99s = [r.p50 for r in results], [r.p99 for r in results]
+            w(
+                f"{name:22}: {statistics.median(rates):,.0f} checks/s, p50 {statistics.median(p50s):.2f} ms, "
+                f"p99 {statistics.median(p99s):.2f} ms (runs: "
+                + ", ".join(f"{r:,.0f}/s p99 {p:.1f}" for r, p in zip(rates, p99s, strict=True))
+                + f") statuses {bench.merge_statuses(results)}"
+            )
