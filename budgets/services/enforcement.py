@@ -43,6 +43,7 @@ from budgets.models import (
     ReservationStatus,
     nanos_to_usd,
 )
+from budgets.selectors import status_of
 from budgets.services.periods import Bounds, covers, period_bounds, period_ensure
 from config.db import fetch_instances, in_list, row_shape
 from config.errors import NotFound, OutOfScope, ValidationFailed
@@ -56,7 +57,7 @@ from pricing.selectors import PriceBook
 logger = logging.getLogger(__name__)
 
 ALLOW, WARN, DOWNGRADE = "allow", "warn", "downgrade"
-STATUS_OK, STATUS_WARNING, STATUS_EXCEEDED = "ok", "warning", "exceeded"
+
 UNPRICED_MODEL = "unpriced_model"
 STORE_UNAVAILABLE = "budget_store_unavailable"
 # BudgetPeriod counters are BIGINT: refuse estimates that could not be added to one.
@@ -81,8 +82,8 @@ class BudgetLine:
 
     @property
     def remaining_nanos(self) -> int:
-        # Not clamped (as BudgetPeriod.remaining_nanos): negative = over the limit by that much.
-        return self.limit_nanos - self.spent_nanos - self.reserved_nanos
+        # Clamped at zero, as the budgets API reports it; `status` says when a budget is over.
+        return max(0, self.limit_nanos - self.spent_nanos - self.reserved_nanos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,20 +565,12 @@ class _Check:
             limit_nanos=limit,
             spent_nanos=spent,
             reserved_nanos=reserved,
-            status=_status(spent + reserved, limit, budget.thresholds),
+            status=status_of(limit_nanos=limit, used_nanos=spent + reserved, thresholds=budget.thresholds),
         )
 
 
 def _needs_sprint(budget: Budget) -> bool:
     return budget.sprint_id is not None or budget.period == PeriodKind.SPRINT
-
-
-def _status(used: int, limit: int, thresholds) -> str:
-    if used > limit:
-        return STATUS_EXCEEDED
-    if any(used * 100 >= t * limit for t in _thresholds(thresholds)):
-        return STATUS_WARNING
-    return STATUS_OK
 
 
 def _thresholds(thresholds) -> list[int]:

@@ -133,9 +133,7 @@ def test_warn_when_a_soft_budget_would_go_over_its_limit(prices, organization, a
         "reservation_id": str(only_reservation().pk),
         "reserved_usd": "0.0075",
         "expires_at": "2026-11-10T12:10:00Z",
-        "budgets": [
-            line(budget, limit="0.01", spent="0.005", reserved="0.0075", remaining="-0.0025", status="exceeded")
-        ],
+        "budgets": [line(budget, limit="0.01", spent="0.005", reserved="0.0075", remaining="0", status="exceeded")],
         "warnings": [f"budget_over_limit:{budget.pk}"],
     }
     assert BudgetPeriod.objects.get().reserved_nanos == GPT4O_CHECK_NANOS
@@ -157,15 +155,17 @@ def test_warn_when_spend_passes_the_highest_threshold_below_100(prices, organiza
 
 
 @freeze_time(NOW)
-def test_below_the_highest_threshold_is_allow_with_a_warning_status(prices, organization, agent_client):
-    budget = make_budget(organization=organization, limit_usd="0.01")  # 75 % after the check
+def test_below_the_highest_threshold_is_allow_with_an_ok_status(prices, organization, agent_client):
+    # 75 % after the check: past the 50 and 75 % alert thresholds, but "warning" starts at the highest
+    # threshold below 100 % (budgets.selectors.status_of), as in the budgets API.
+    budget = make_budget(organization=organization, limit_usd="0.01")
 
     body = agent_client.post(CHECK_URL, check_body(), format="json").json()
 
     assert body["decision"] == "allow"
     assert "warnings" not in body
     assert body["budgets"] == [
-        line(budget, limit="0.01", spent="0", reserved="0.0075", remaining="0.0025", status="warning")
+        line(budget, limit="0.01", spent="0", reserved="0.0075", remaining="0.0025", status="ok")
     ]
 
 
@@ -229,7 +229,7 @@ def test_deny_answers_429_with_the_budget_at_fault_and_retry_after(prices, organ
             "model": "gpt-4o",
             "required_usd": "0.0075",
             "budgets": [
-                line(daily, limit="0.01", spent="0.005", reserved="0", remaining="0.005", status="warning",
+                line(daily, limit="0.01", spent="0.005", reserved="0", remaining="0.005", status="ok",
                      period=NOV_10, scope="agent"),
             ],
         }
@@ -380,7 +380,7 @@ def test_budget_added_mid_period_counts_existing_ledger_spend(prices, organizati
     body = agent_client.post(CHECK_URL, check_body(), format="json").json()
 
     assert body["budgets"] == [
-        line(org_budget, limit="1", spent="0.75", reserved="0.0075", remaining="0.2425", status="warning"),
+        line(org_budget, limit="1", spent="0.75", reserved="0.0075", remaining="0.2425", status="ok"),
         line(agent_budget, limit="1", spent="0.25", reserved="0.0075", remaining="0.7425", status="ok", scope="agent"),
     ]
 
