@@ -3,7 +3,6 @@ spend store failing under a row lock held by another connection."""
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 from django.db import connection, transaction
@@ -19,36 +18,12 @@ from tests.budgets.conftest import (
     make_budget,
     release_url,
 )
+from tests.concurrency import run_together
 from tests.factories import AgentFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 CHECKS = 64
-
-
-def run_together(calls: list[Callable]) -> list:
-    """Run ``calls`` in threads released at the same moment; return their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-    errors: list = []
-
-    def work(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = calls[index]()
-        except BaseException as exc:  # re-raised below, in the test's thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    if errors:
-        raise errors[0]
-    return results
 
 
 class Sampler:

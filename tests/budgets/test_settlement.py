@@ -7,8 +7,6 @@ these tests do not depend on the pre-call check.
 """
 
 import datetime as dt
-import threading
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -28,6 +26,7 @@ from budgets.services.periods import ledger_spend_nanos, period_bounds, period_e
 from costs.models import UsageRecord
 from costs.services.api_keys import api_key_create
 from costs.services.ingest import usage_ingest
+from tests.concurrency import run_together
 from tests.costs.test_ingest import client_for, make_price, usage
 from tests.factories import AgentFactory, OrganizationFactory, ProjectFactory, SprintFactory
 
@@ -84,31 +83,6 @@ def counters(budget: Budget) -> list[tuple[dt.datetime, int, int]]:
 
 def ledger(budget: Budget, at: dt.datetime = AT) -> int:
     return ledger_spend_nanos(budget, period_bounds(budget, at))
-
-
-def run_together(calls: list[Callable]) -> list:
-    """Run ``calls`` in threads released at once (one DB connection each); results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-    errors: list = []
-
-    def work(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = calls[index]()
-        except BaseException as exc:  # re-raised in the test's thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    if errors:
-        raise errors[0]
-    return results
 
 
 @pytest.fixture

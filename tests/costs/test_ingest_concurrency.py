@@ -1,40 +1,12 @@
 """Concurrent ingestion against real PostgreSQL, with real threads (one connection each)."""
 
-import threading
-from collections.abc import Callable
-
 import pytest
-from django.db import connection
 
 from costs.models import Agent, UsageRecord
+from tests.concurrency import run_together
 from tests.costs.test_ingest import URL, client_for, make_price, usage
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def run_together(calls: list[Callable]) -> list:
-    """Run ``calls`` in threads released at the same moment; return their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-    errors: list = []
-
-    def work(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = calls[index]()
-        except BaseException as exc:  # re-raised below, in the test's thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    if errors:
-        raise errors[0]
-    return results
 
 
 def test_concurrent_replays_of_one_request_write_one_row(organization, project, agent):

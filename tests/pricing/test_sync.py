@@ -1,20 +1,19 @@
 """prices_sync / manage.py sync_prices: effective-dated rows from litellm's model map."""
 
 import datetime as dt
-import threading
 import types
 from decimal import Decimal as D
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from pricing.calculator import Rates
 from pricing.model_map import price_fields
 from pricing.models import ModelPrice, PriceSource
 from pricing.selectors import price_resolve
 from pricing.services import INITIAL_EFFECTIVE_FROM, load_litellm_model_map, price_set_manual, prices_sync
+from tests.concurrency import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -189,25 +188,7 @@ def test_sync_prices_command_loads_the_whole_bundled_map_exactly_and_twice_is_a_
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_syncs_open_one_version_per_model() -> None:
     model_map = load_litellm_model_map()
-    reports, errors = [], []
-    barrier = threading.Barrier(2)
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            reports.append(prices_sync(now=T1, model_map=model_map))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
+    reports = run_together([lambda: prices_sync(now=T1, model_map=model_map)] * 2)
     created = sorted(report.created for report in reports)
     assert created[0] == 0 and created[1] == ModelPrice.objects.count() > 3000
     assert ModelPrice.objects.filter(effective_to__isnull=True).count() == ModelPrice.objects.count()
