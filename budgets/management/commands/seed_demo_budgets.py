@@ -28,7 +28,6 @@ from budgets.selectors import LiveStatus, budget_queryset, budgets_live
 from budgets.services.budgets import budget_create, budget_update
 from budgets.services.periods import ledger_spend_nanos, period_bounds
 from costs.models import Agent, Organization, Project, Sprint
-from pricing.calculator import format_usd
 
 ORGANIZATION_SLUG = "acme"
 ACTOR = "seed_demo_budgets"
@@ -161,7 +160,7 @@ class Command(BaseCommand):
             node = budget.agent or budget.sprint or budget.project or "organization"
             out(
                 f"  {item.status:<9} {budget.name:<32} {budget.enforcement:<4} {budget.period:<8} "
-                f"${format_usd(item.spent_usd)} of ${format_usd(budget.limit_usd)}  ({node})"
+                f"${item.spent_usd:,.2f} of ${budget.limit_usd:,.2f}  ({node})"
             )
             if item.status != wanted[budget.name]:
                 self.stderr.write(f"Warning: {budget.name!r} is {item.status}, meant to be {wanted[budget.name]}.")
