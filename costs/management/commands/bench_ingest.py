@@ -39,6 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
         parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
         parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
+        parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
         parser.add_argument("--batch-clients", type=int, default=4)
         parser.add_argument("--batches-per-client", type=int, default=15)
         parser.add_argument("--batch-size", type=int, default=1000)
@@ -72,7 +73,9 @@ class Command(BaseCommand):
         def single_bodies(prefix: str, count: int):
             return lambda client: [bench.dumps(_record(client * count + i, f"{run}-{prefix}")) for i in range(count)]
 
-        with bench.gunicorn_server(env=env, workers=opts["workers"], threads=opts["threads"]) as port:
+        with bench.gunicorn_server(
+            env=env, workers=opts["workers"], threads=opts["threads"], worker_class=opts["worker_class"]
+        ) as port:
             # Warm-up: first requests pay imports, connections and caches in every worker.
             bench.run_load(
                 port=port, path="/api/v1/usage/", api_key=api_key, clients=opts["workers"] * 2,
@@ -107,8 +110,8 @@ class Command(BaseCommand):
 
         w = self.stdout.write
         w(
-            f"gunicorn gthread workers={opts['workers']} threads={opts['threads']}; PostgreSQL + Redis on loopback; "
-            f"medians of {opts['repeat']} runs"
+            f"gunicorn {opts['worker_class']} workers={opts['workers']} threads={opts['threads']}; "
+            f"PostgreSQL + Redis on loopback; medians of {opts['repeat']} runs"
         )
         rates = [b.requests * size / b.wall_seconds for b in batches]
         w(
