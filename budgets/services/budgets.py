@@ -25,7 +25,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from budgets.models import (
@@ -43,6 +43,7 @@ from budgets.models import (
     nanos_to_usd,
 )
 from budgets.services.periods import ledger_spend_nanos, period_bounds, period_ensure
+from budgets.services.settlement import reservations_close
 from config.errors import ValidationFailed
 from costs.models import Agent, Organization, Project, Sprint
 from pricing.calculator import format_usd
@@ -268,27 +269,18 @@ def period_reset(
         return PeriodResetResult(None, 0, 0, 0, 0, 0)
     with transaction.atomic():
         period, _ = period_ensure(budget, bounds)
-        # 1. Flip the held reservations first (the order settlement and expiry use: reservation rows,
-        # then period rows), with the same guard, so a reservation is closed exactly once.
+        # A snapshot for the audit row (not locked: reservations are closed before periods are locked,
+        # the order every writer follows).
+        before = BudgetPeriod.objects.get(pk=period.pk)
+        # 1. Release the held reservations (guarded flip, holds given back on every period they cover).
         holding = ReservationHold.objects.filter(period=period).values("reservation_id")
         released = list(
             Reservation.objects.filter(id__in=holding, status=ReservationStatus.HELD).values_list("id", flat=True)
         )
-        flipped = _close_reservations(released, now=now) if released else []
-        holds = list(
-            ReservationHold.objects.filter(reservation_id__in=flipped).values_list("period_id", "amount_nanos")
-        )
-        give_back: dict[int, int] = {}
-        for period_id, amount in holds:
-            give_back[period_id] = give_back.get(period_id, 0) + amount
-        # Lock every period involved in ascending id order, like reservations do (no deadlocks).
-        period_ids = sorted({period.pk, *give_back})
-        locked = {p.pk: p for p in BudgetPeriod.objects.select_for_update().filter(pk__in=period_ids).order_by("pk")}
-        before = locked[period.pk]
-        for period_id, amount in give_back.items():
-            if period_id != period.pk:
-                BudgetPeriod.objects.filter(pk=period_id).update(reserved_nanos=F("reserved_nanos") - amount)
-        # 2. Re-derive the reset period from the truth while its row is locked.
+        flipped = reservations_close(reservation_ids=released, status=ReservationStatus.RELEASED, now=now)
+        # 2. Re-derive the reset period from the truth while its row is locked (a concurrent settlement
+        # or check waits and applies its change after this one, never lost).
+        BudgetPeriod.objects.select_for_update().get(pk=period.pk)
         spent = ledger_spend_nanos(budget, bounds)
         reserved = (
             ReservationHold.objects.filter(period=period, reservation__status=ReservationStatus.HELD).aggregate(
@@ -322,21 +314,6 @@ def period_reset(
             _label(actor, actor_label),
         )
     return result
-
-
-def _close_reservations(ids: list, *, now: datetime) -> list:
-    """Flip held reservations to released; returns the ids this call flipped. The rows are locked
-    first and PostgreSQL re-checks ``status = held`` on the locked version, so a reservation that a
-    concurrent settlement, expiry or release closed meanwhile is left alone (closed exactly once)."""
-    flipped = list(
-        Reservation.objects.select_for_update()
-        .filter(id__in=ids, status=ReservationStatus.HELD)
-        .order_by("id")
-        .values_list("id", flat=True)
-    )
-    if flipped:
-        Reservation.objects.filter(id__in=flipped).update(status=ReservationStatus.RELEASED, closed_at=now)
-    return flipped
 
 
 def _validate(budget: Budget) -> None:

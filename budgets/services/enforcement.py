@@ -45,6 +45,7 @@ from budgets.models import (
 )
 from budgets.selectors import status_of
 from budgets.services.periods import Bounds, covers, period_bounds, period_ensure
+from budgets.services.settlement import reservations_close
 from config.db import fetch_instances, in_list, row_shape
 from config.errors import NotFound, OutOfScope, ValidationFailed
 from costs.models import Agent, AgentStatus, Project, Sprint
@@ -752,13 +753,8 @@ def reservation_release(*, scope: KeyScope, reservation_id: uuid.UUID, now: date
         )
     ):
         raise NotFound("No reservation with this id.")
-    key, stamp = _uuid(reservation.pk), _dt(now)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_sql()["release"], [ReservationStatus.RELEASED.value, stamp, key])
-        if cursor.fetchone() is not None:
-            cursor.execute(_sql()["hold_amounts"], [key])
-            for period_id, amount in cursor.fetchall():  # period-id order, as every writer locks
-                cursor.execute(_sql()["unreserve"], [amount, stamp, period_id])
+    with transaction.atomic():
+        reservations_close(reservation_ids=[reservation.pk], status=ReservationStatus.RELEASED, now=now)
     return Reservation.objects.get(pk=reservation.pk)
 
 
@@ -924,11 +920,7 @@ def _statements(vendor: str) -> dict:
             f"INSERT INTO {reservations_t} ({reservation_cols}) VALUES (%s::uuid, %s::bigint, %s::bigint, "
             "%s::bigint, %s::varchar, %s::varchar, %s::bigint, %s::varchar, %s::timestamptz, %s::timestamptz)"
         ),
-        "release": (
-            f"UPDATE {reservations_t} SET status = %s, closed_at = %s WHERE id = %s AND status = 'held' RETURNING id"
-        ),
         "hold_amounts": f"SELECT period_id, amount_nanos FROM {holds_t} WHERE reservation_id = %s ORDER BY period_id",
-        "unreserve": f"UPDATE {periods_t} SET reserved_nanos = reserved_nanos - %s, updated_at = %s WHERE id = %s",
     }
 
 
