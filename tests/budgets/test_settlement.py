@@ -440,9 +440,9 @@ def test_a_batch_costs_a_bounded_number_of_queries(organization, project, agent,
     with CaptureQueriesContext(connection) as large:
         ingest(api_key, *batch(1000, "big"))
 
-    # Ingest's own 9, then: flip, holds, budgets, the sprint-period budget's relations, sprints,
+    # Ingest's own 8, then: flip, holds, budgets, the sprint-period budget's relations, sprints,
     # periods, one UPDATE per period (5).
-    assert len(small.captured_queries) == len(large.captured_queries) == 9 + 6 + 5
+    assert len(small.captured_queries) == len(large.captured_queries) == 8 + 6 + 5
     updates = [q["sql"] for q in large.captured_queries if q["sql"].startswith("UPDATE budgets_budgetperiod")]
     assert len(updates) == 5
     assert Reservation.objects.filter(pk__in=[r.pk for r in reservations], status="settled").count() == 22
