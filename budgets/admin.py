@@ -28,7 +28,7 @@ from budgets.models import (
     BudgetScope,
     Reservation,
     ReservationHold,
-    nanos_to_usd,
+    nanos_usd_text,
 )
 from budgets.selectors import BudgetLive, LiveStatus, budget_ids_with_status, budgets_live
 from budgets.services.budgets import EDITABLE_FIELDS, budget_create, budget_delete, budget_update, period_reset
@@ -39,7 +39,7 @@ PERIOD_INLINE_DAYS = 31
 
 
 def _usd(nanos: int | None) -> str:
-    return "—" if nanos is None else f"${format_usd(nanos_to_usd(nanos))}"
+    return "—" if nanos is None else f"${nanos_usd_text(nanos)}"
 
 
 # --- Budgets ----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
+from pricing.calculator import format_usd
+
 NANOS_PER_USD = 1_000_000_000
 DEFAULT_THRESHOLDS = (50, 75, 90, 100)
 
@@ -26,6 +28,11 @@ def usd_to_nanos(amount: Decimal) -> int:
 
 def nanos_to_usd(nanos: int) -> Decimal:
     return Decimal(nanos) / NANOS_PER_USD
+
+
+def nanos_usd_text(nanos: int) -> str:
+    """Nano-dollars as JSON money: a USD decimal string ("0.0045")."""
+    return format_usd(nanos_to_usd(nanos))
 
 
 def default_thresholds() -> list[int]:

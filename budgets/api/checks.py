@@ -14,12 +14,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from budgets.errors import BudgetExceeded
-from budgets.models import nanos_to_usd
+from budgets.models import nanos_usd_text
 from budgets.services.enforcement import CheckResult, budget_check, budget_line_payload, reservation_release
 from config.errors import ValidationFailed
 from costs.api.authentication import HasApiKey, request_scope
 from costs.api.serializers import ApiErrorSerializer
-from pricing.calculator import format_usd
 
 CHECK_FIELDS = frozenset({"agent", "project", "sprint", "model", "prompt_tokens", "max_output_tokens", "request_id"})
 # Far above any context window; keeps the worst case of any catalog rate inside a BIGINT counter.
@@ -70,7 +69,7 @@ def check_payload(result: CheckResult) -> dict:
         "decision": result.decision,
         "model": result.model,
         "reservation_id": str(result.reservation_id) if result.reservation_id is not None else None,
-        "reserved_usd": format_usd(nanos_to_usd(result.reserved_nanos)),
+        "reserved_usd": nanos_usd_text(result.reserved_nanos),
         "expires_at": result.expires_at,
         "budgets": [budget_line_payload(line) for line in result.budgets],
     }

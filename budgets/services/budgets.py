@@ -40,7 +40,7 @@ from budgets.models import (
     ReservationHold,
     ReservationStatus,
     default_thresholds,
-    nanos_to_usd,
+    nanos_usd_text,
 )
 from budgets.services.periods import ledger_spend_nanos, period_bounds, period_ensure
 from budgets.services.settlement import reservations_close
@@ -297,8 +297,8 @@ def period_reset(
             changes={
                 "period_start": _jsonable(bounds.starts_at),
                 "period_end": _jsonable(bounds.ends_at),
-                "spent_usd": {"old": _usd(result.spent_before), "new": _usd(spent)},
-                "reserved_usd": {"old": _usd(result.reserved_before), "new": _usd(reserved)},
+                "spent_usd": {"old": nanos_usd_text(result.spent_before), "new": nanos_usd_text(spent)},
+                "reserved_usd": {"old": nanos_usd_text(result.reserved_before), "new": nanos_usd_text(reserved)},
                 "released_reservations": len(flipped),
             },
             actor=actor,
@@ -359,10 +359,6 @@ def _label(actor, actor_label: str) -> str:
     if actor is not None and actor.is_authenticated:
         return actor.get_username()
     return "system"
-
-
-def _usd(nanos: int) -> str:
-    return format_usd(nanos_to_usd(nanos))
 
 
 def _jsonable(value: Any) -> Any:

@@ -41,7 +41,7 @@ from budgets.models import (
     Reservation,
     ReservationHold,
     ReservationStatus,
-    nanos_to_usd,
+    nanos_usd_text,
 )
 from budgets.selectors import status_of
 from budgets.services.periods import Bounds, covers, period_bounds, period_ensure
@@ -51,7 +51,7 @@ from config.errors import NotFound, OutOfScope, ValidationFailed
 from costs.models import Agent, AgentStatus, Project, Sprint
 from costs.services.hierarchy import agent_set_status
 from costs.services.scope import KeyScope
-from pricing.calculator import Rates, Usage, cost_of, format_usd
+from pricing.calculator import Rates, Usage, cost_of
 from pricing.models import ModelPrice
 from pricing.selectors import PriceBook
 
@@ -109,16 +109,12 @@ def budget_line_payload(line: BudgetLine) -> dict:
         "scope": line.scope,
         "period_start": line.period_start,
         "period_end": line.period_end,
-        "limit_usd": _usd(line.limit_nanos),
-        "spent_usd": _usd(line.spent_nanos),
-        "reserved_usd": _usd(line.reserved_nanos),
-        "remaining_usd": _usd(line.remaining_nanos),
+        "limit_usd": nanos_usd_text(line.limit_nanos),
+        "spent_usd": nanos_usd_text(line.spent_nanos),
+        "reserved_usd": nanos_usd_text(line.reserved_nanos),
+        "remaining_usd": nanos_usd_text(line.remaining_nanos),
         "status": line.status,
     }
-
-
-def _usd(nanos: int) -> str:
-    return format_usd(nanos_to_usd(nanos))
 
 
 # --- the check --------------------------------------------------------------------------------
@@ -421,14 +417,15 @@ class _Check:
         if ends and all(end is not None for end in ends):
             retry_after = max(1, math.ceil((max(ends) - self.now).total_seconds()))
         names = ", ".join(f"{budget.name!r} (id {budget.pk})" for budget, _ in at_fault)
-        message = f"Reserving {_usd(attempt.amount_nanos)} USD for {attempt.model} would exceed hard budget {names}."
+        amount = nanos_usd_text(attempt.amount_nanos)
+        message = f"Reserving {amount} USD for {attempt.model} would exceed hard budget {names}."
         message += note
         return BudgetExceeded(
             message,
             retry_after=retry_after,
             extra={
                 "model": attempt.model,
-                "required_usd": _usd(attempt.amount_nanos),
+                "required_usd": nanos_usd_text(attempt.amount_nanos),
                 "budgets": [budget_line_payload(line) for _, line in at_fault],
             },
         )

@@ -15,10 +15,9 @@ from django.db import connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from budgets.models import BudgetPeriod, Reservation, ReservationHold, ReservationStatus, nanos_to_usd
+from budgets.models import BudgetPeriod, Reservation, ReservationHold, ReservationStatus, nanos_usd_text
 from budgets.services.periods import Bounds, ledger_spend_nanos
 from budgets.services.settlement import reservations_close
-from pricing.calculator import format_usd
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +79,11 @@ class PeriodDrift:
     def describe(self) -> str:
         return (
             f"period {self.period_id} (budget {self.budget_id}): "
-            f"spent {_usd(self.spent_nanos)} vs ledger {_usd(self.ledger_nanos)} "
-            f"(drift {_usd(self.spent_drift_nanos)}), "
-            f"reserved {_usd(self.reserved_nanos)} vs held {_usd(self.held_nanos)} "
-            f"(drift {_usd(self.reserved_drift_nanos)}) USD"
+            f"spent {nanos_usd_text(self.spent_nanos)} vs ledger {nanos_usd_text(self.ledger_nanos)} "
+            f"(drift {nanos_usd_text(self.spent_drift_nanos)}), "
+            f"reserved {nanos_usd_text(self.reserved_nanos)} vs held {nanos_usd_text(self.held_nanos)} "
+            f"(drift {nanos_usd_text(self.reserved_drift_nanos)}) USD"
         )
-
-
-def _usd(nanos: int) -> str:
-    return format_usd(nanos_to_usd(nanos))
 
 
 @dataclass(slots=True)
