@@ -328,3 +328,24 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class CheckContextVersion(models.Model):
+    """A counter per organization that PostgreSQL triggers bump whenever something a budget check
+    reads about the organization changes: its budgets or their period rows, agents, sprints,
+    projects, API keys (revocation) or its time zone (migration ``0003_check_context_version``).
+
+    The check caches what it read per process and runs its reservation only if this counter still
+    holds the value it read with, in the same statement — so a pause, a revoked key or a new budget
+    acts on the very next check without a lookup per check (ADR 0003, "Check context cache").
+    Counter updates (spent / reserved) do not bump it. A missing row means version 0.
+    """
+
+    # A plain id, not a foreign key: deleting an organization deletes its agents and budgets first,
+    # and their triggers bump this row again; a constraint would then fail the deletion. Ids are
+    # never reused, so a leftover row is harmless.
+    organization_id = models.BigIntegerField(primary_key=True)
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"check context v{self.version}"

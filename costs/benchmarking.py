@@ -11,6 +11,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import selectors
 import socket
 import statistics
 import subprocess
@@ -134,36 +135,147 @@ class LoadResult:
         return self.percentile(0.99)
 
 
-def _client(args: tuple) -> tuple[list[float], dict[int, int], float]:
-    port, path, headers, bodies, start_at = args
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    latencies, statuses = [], {}
+class _Connection:
+    """One client's keep-alive HTTP/1.1 connection, driven by :func:`_drive` (non-blocking).
+
+    Raw sockets and pre-encoded requests instead of ``http.client``: the load generator shares the
+    machine's two cores with gunicorn and PostgreSQL, so every microsecond it spends per request is
+    taken from the server it measures. A server that answers ``Connection: close`` (gunicorn's sync
+    workers) gets a new connection for the next request, and that connect is part of the latency."""
+
+    __slots__ = ("buffer", "close", "due", "latencies", "next", "port", "requests", "sent_at", "sock", "statuses")
+
+    def __init__(self, port: int, requests: list[bytes]) -> None:
+        self.port, self.requests, self.next = port, requests, 0
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+        self.sent_at = self.due = 0.0
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.close = False
+
+    def send(self, due: float) -> socket.socket:
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sent_at, self.due = time.perf_counter(), due
+        self.sock.sendall(self.requests[self.next])
+        self.next += 1
+        return self.sock
+
+    def receive(self) -> bool:
+        """Read what arrived; True when a whole response is in (then it is accounted)."""
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection before answering")
+        self.buffer += chunk
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return False
+        head = self.buffer[:head_end].decode("latin-1").lower()
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection":
+                self.close = value.strip() == "close"
+        if len(self.buffer) < head_end + 4 + length:
+            return False
+        status = int(head[9:12])
+        # Latency from when the request was due (open loop) or sent (closed loop): a request held
+        # back by a slow previous answer counts its wait (no coordinated omission).
+        self.latencies.append((time.perf_counter() - min(self.sent_at, self.due)) * 1000)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.buffer = b""
+        if self.close:
+            self.sock.close()
+            self.sock, self.close = None, False
+        return True
+
+
+def _drive(args: tuple) -> tuple[list[float], dict[int, int], float]:
+    """Run connections to completion in one process: closed loop (each sends its next request as
+    soon as the previous is answered) or, with ``interval``, open loop (connection i's request k
+    is due at ``start + (k + i / n) * interval``)."""
+    port, request_lists, start_at, interval = args
+    conns = [_Connection(port, requests) for requests in request_lists]
+    selector = selectors.DefaultSelector()
     while time.time() < start_at:
-        time.sleep(0.001)
-    for body in bodies:
-        t0 = time.perf_counter()
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        latencies.append((time.perf_counter() - t0) * 1000)
-        statuses[response.status] = statuses.get(response.status, 0) + 1
+        time.sleep(0.0005)
+    t0 = time.perf_counter()
+    count = len(conns)
+
+    def due(i: int, conn: _Connection) -> float:
+        return t0 if interval is None else t0 + (conn.next + i / count) * interval
+
+    waiting: dict[int, float] = {}  # connection index -> when its next request is due
+    for i, conn in enumerate(conns):
+        waiting[i] = due(i, conn)
+    busy = 0
+    while waiting or busy:
+        now = time.perf_counter()
+        for i in [i for i, at in waiting.items() if at <= now]:
+            del waiting[i]
+            conn = conns[i]
+            sock = conn.send(now if interval is None else due(i, conn))
+            selector.register(sock, selectors.EVENT_READ, i)
+            busy += 1
+        timeout = None
+        if waiting:
+            timeout = max(0.0, min(waiting.values()) - time.perf_counter())
+            if busy == 0:
+                time.sleep(timeout)
+                continue
+        for key, _ in selector.select(timeout):
+            i = key.data
+            conn = conns[i]
+            sock = conn.sock
+            if conn.receive():
+                selector.unregister(sock)
+                busy -= 1
+                if conn.next < len(conn.requests):
+                    waiting[i] = due(i, conn)
     finished_at = time.time()
-    conn.close()
+    latencies = [ms for conn in conns for ms in conn.latencies]
+    statuses: dict[int, int] = {}
+    for conn in conns:
+        for code, n in conn.statuses.items():
+            statuses[code] = statuses.get(code, 0) + n
+    for conn in conns:
+        if conn.sock is not None:
+            conn.sock.close()
     return latencies, statuses, finished_at
 
 
 def run_load(
-    *, port: int, path: str, api_key: str, clients: int, bodies_for: Callable[[int], list[bytes]]
+    *,
+    port: int,
+    path: str,
+    api_key: str,
+    clients: int,
+    bodies_for: Callable[[int], list[bytes]],
+    rate: float | None = None,
+    processes: int = 1,
 ) -> LoadResult:
-    """POST pre-built bodies from ``clients`` processes at once (each with its own keep-alive
-    connection); ``bodies_for(i)`` gives client i its bodies. Bodies are built before the clock starts."""
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+    """POST pre-built bodies over ``clients`` concurrent keep-alive connections; ``bodies_for(i)``
+    gives client i its bodies. Closed loop by default (every client sends again as soon as it is
+    answered: the most the server can do); with ``rate`` (requests/s in all), open loop: requests
+    are due on a fixed schedule and their latency counts from when they were due, so the tail shows
+    what callers arriving at that rate would see. Requests are encoded before the clock starts; the
+    connections are spread over ``processes`` load processes (one is enough below ~10,000 requests/s
+    and leaves the cores to the server)."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {api_key}\r\n"
+    ).encode()
+    requests = [[head + b"Content-Length: %d\r\n\r\n" % len(b) + b for b in bodies_for(i)] for i in range(clients)]
+    interval = None if rate is None else clients / rate  # per connection, seconds between requests
     start_at = time.time() + 1.0
-    work = [(port, path, headers, bodies_for(i), start_at) for i in range(clients)]
+    groups = [requests[p::processes] for p in range(processes)]
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(clients) as pool:
-        async_result = pool.map_async(_client, work)
-        results = async_result.get()
+    with ctx.Pool(processes) as pool:
+        results = pool.map(_drive, [(port, group, start_at, interval) for group in groups if group])
     wall = max(finished for _, _, finished in results) - start_at
     latencies = [ms for lat, _, _ in results for ms in lat]
     statuses: dict[int, int] = {}

@@ -33,10 +33,13 @@ def api_key_get_by_secret(*, secret: str) -> ApiKey | None:
     """The API key whose secret is ``secret`` (revoked ones included), with its organization,
     project and agent loaded — one plain-SQL round trip, since this runs on every agent request."""
     with connection.cursor() as cursor:
-        cursor.execute(_api_key_sql(), [ApiKey.hash_secret(secret)])
+        cursor.execute(api_key_sql(), [ApiKey.hash_secret(secret)])
         row = cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else api_key_from_row(row)
+
+
+def api_key_from_row(row: tuple) -> ApiKey:
+    """An :func:`api_key_sql` row (its leading columns) -> the ApiKey with its relations filled in."""
     objects, start = [], 0
     for model in _API_KEY_JOIN:
         shape = row_shape(model)
@@ -53,12 +56,16 @@ _API_KEY_JOIN = (ApiKey, Organization, Project, Agent)
 
 
 @cache
-def _api_key_sql() -> str:
+def api_key_sql(*, where: str = "k.key_hash = %s", extra_columns: str = "") -> str:
+    """SELECT of an API key joined with its organization (``o``), project (``p``) and agent
+    (``a``), filtered by ``where`` on ``k``; ``extra_columns`` (SQL, e.g. a scalar subquery on
+    ``k.organization_id``) are appended after the columns :func:`api_key_from_row` reads."""
     k, o, p, a = (row_shape(model) for model in _API_KEY_JOIN)
+    extra = f", {extra_columns}" if extra_columns else ""
     return (
-        f"SELECT {k.select('k')}, {o.select('o')}, {p.select('p')}, {a.select('a')} FROM {k.table} k "
+        f"SELECT {k.select('k')}, {o.select('o')}, {p.select('p')}, {a.select('a')}{extra} FROM {k.table} k "
         f"JOIN {o.table} o ON o.id = k.organization_id "
         f"LEFT JOIN {p.table} p ON p.id = k.project_id "
         f"LEFT JOIN {a.table} a ON a.id = k.agent_id "
-        "WHERE k.key_hash = %s"
+        f"WHERE {where}"
     )

@@ -10,14 +10,16 @@ import uuid
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from budgets.errors import BudgetExceeded
 from budgets.models import nanos_usd_text
+from budgets.services import check_context
 from budgets.services.enforcement import CheckResult, budget_check, budget_line_payload, reservation_release
 from config.errors import ValidationFailed
-from costs.api.authentication import HasApiKey, request_scope
+from costs.api.authentication import ApiKeyAuthentication, HasApiKey, request_scope
 from costs.api.serializers import ApiErrorSerializer
 
 CHECK_FIELDS = frozenset({"agent", "project", "sprint", "model", "prompt_tokens", "max_output_tokens", "request_id"})
@@ -132,7 +134,19 @@ class ReleasedSerializer(serializers.Serializer):
 # --- views ------------------------------------------------------------------------------------
 
 
+class CheckApiKeyAuthentication(ApiKeyAuthentication):
+    """API keys through the check context cache: a key this process has seen may be used without a
+    lookup; ``request.check_context_version`` then tells :func:`budget_check` the version the key
+    is known valid at, and the check's reservation proceeds only if it still holds (a revoked key
+    is refused by the next check, as with a lookup)."""
+
+    def lookup(self, request, secret: str):
+        api_key, request.check_context_version = check_context.api_key_for_check(secret=secret)
+        return api_key
+
+
 class BudgetCheckApi(APIView):
+    authentication_classes = [CheckApiKeyAuthentication, SessionAuthentication]
     permission_classes = [HasApiKey]
 
     @extend_schema(
@@ -158,7 +172,7 @@ class BudgetCheckApi(APIView):
     def post(self, request):
         scope = request_scope(request)
         values = budget_check_input_clean(request.data)
-        result = budget_check(scope=scope, **values)
+        result = budget_check(scope=scope, **values, context_version=getattr(request, "check_context_version", None))
         return Response(check_payload(result), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
     def handle_exception(self, exc):

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING
 from functools import cache
 
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
@@ -35,6 +36,7 @@ from budgets.models import (
     AuditEntry,
     Budget,
     BudgetPeriod,
+    CheckContextVersion,
     Enforcement,
     ExceededAction,
     PeriodKind,
@@ -44,13 +46,15 @@ from budgets.models import (
     nanos_usd_text,
 )
 from budgets.selectors import status_of
-from budgets.services.periods import Bounds, covers, period_bounds, period_ensure
+from budgets.services import check_context
+from budgets.services.check_context import CheckContext
+from budgets.services.periods import Bounds, covers, next_local_midnight, period_bounds, period_ensure
 from budgets.services.settlement import reservations_close
 from config.db import fetch_instances, in_list, row_shape
-from config.errors import NotFound, OutOfScope, ValidationFailed
+from config.errors import NotAuthenticated, NotFound, OutOfScope, ValidationFailed
 from costs.models import Agent, AgentStatus, Project, Sprint
 from costs.services.hierarchy import agent_set_status
-from costs.services.scope import KeyScope
+from costs.services.scope import KeyScope, scope_for_key
 from pricing.calculator import Rates, Usage, cost_of
 from pricing.models import ModelPrice
 from pricing.selectors import PriceBook
@@ -131,6 +135,7 @@ def budget_check(
     max_output_tokens: int,
     request_id: str | None,
     now: datetime | None = None,
+    context_version: int | None = None,
 ) -> CheckResult:
     """May this request spend up to its worst case? Reserve it against every covering budget, or none.
 
@@ -161,12 +166,20 @@ def budget_check(
     database error): per ``SPENDGUARD_BUDGET_STORE_FAILURE``, ``BudgetStoreUnavailable`` (503,
     "closed", the default, when a hard budget covers the request) or ``allow`` with
     ``"budget_store_unavailable"`` and no reservation ("open"; logged).
+
+    ``context_version``: the check context version (:mod:`budgets.services.check_context`) at which
+    ``scope``'s key was known valid, when it came from :func:`check_context.api_key_for_check`.
+    Then what the check reads may come from this process's cache, and the reservation is made only
+    if nothing changed since (else it reads afresh, the key included: a key revoked since is
+    ``NotAuthenticated``). None: read everything afresh.
     """
     now = now or timezone.now()
     target = _target_resolve(scope=scope, agent_name=agent, project_slug=project, sprint_slug=sprint)
     check = _Check(
         scope=scope,
         target=target,
+        arguments=(agent, project, sprint),
+        version=context_version,
         model=model,
         prompt_tokens=prompt_tokens,
         max_output_tokens=max_output_tokens,
@@ -184,11 +197,19 @@ class _Target:
     """Who the check is for. ``agent`` is None for a name not registered yet (or not looked up yet:
     ``agent_lookup``)."""
 
-    project: Project
+    project: Project | None  # None: ``project_slug`` is looked up (organization keys)
     agent: Agent | None
     agent_name: str
     sprint_slug: str | None
     agent_lookup: bool = False
+    project_slug: str | None = None
+
+    @property
+    def cache_key(self) -> tuple:
+        """Identifies the target among an organization's cached check contexts."""
+        project = self.project.pk if self.project is not None else self.project_slug
+        agent = self.agent.pk if self.agent is not None and not self.agent_lookup else self.agent_name
+        return (project, agent, self.sprint_slug)
 
 
 def _target_resolve(
@@ -209,22 +230,28 @@ def _target_resolve(
         raise ValidationFailed(fields=problems)
 
     project = scope.project
-    if project is None:
-        found = fetch_instances(
-            Project,
-            ("id", "organization_id", "slug"),
-            "organization_id = %s AND slug = %s",
-            [scope.organization.pk, project_slug],
-        )
-        if not found:
-            raise ValidationFailed(
-                fields={"project": [f"Unknown project {project_slug!r} in organization {scope.organization.slug!r}."]}
-            )
-        project = found[0]
     if scope.agent is not None:
         return _Target(project=project, agent=scope.agent, agent_name=scope.agent.name, sprint_slug=sprint_slug)
     # Looked up together with the budgets (one round trip).
-    return _Target(project=project, agent=None, agent_name=agent_name, sprint_slug=sprint_slug, agent_lookup=True)
+    return _Target(
+        project=project,
+        agent=None,
+        agent_name=agent_name,
+        sprint_slug=sprint_slug,
+        agent_lookup=True,
+        project_slug=project_slug if project is None else None,
+    )
+
+
+def _project_lookup(*, scope: KeyScope, slug: str) -> Project:
+    found = fetch_instances(
+        Project, ("id", "organization_id", "slug"), "organization_id = %s AND slug = %s", [scope.organization.pk, slug]
+    )
+    if not found:
+        raise ValidationFailed(
+            fields={"project": [f"Unknown project {slug!r} in organization {scope.organization.slug!r}."]}
+        )
+    return found[0]
 
 
 class _Refused(Exception):
@@ -242,6 +269,10 @@ class _PeriodGone(Exception):
     """A period row vanished between lookup and update (deleted by an operator): check again."""
 
 
+class _Stale(Exception):
+    """The check context version moved on since what the check used was read: read afresh."""
+
+
 @dataclass(slots=True)
 class _Attempt:
     """One model tried against the covering budgets: what it costs and the periods it needs."""
@@ -257,15 +288,24 @@ class _Check:
     """One run of :func:`budget_check` after attribution (kept as an object so the store-failure
     handler knows how far the check got)."""
 
-    def __init__(self, *, scope, target, model, prompt_tokens, max_output_tokens, request_id, now) -> None:
+    def __init__(
+        self, *, scope, target, arguments, version, model, prompt_tokens, max_output_tokens, request_id, now
+    ) -> None:
         self.scope: KeyScope = scope
         self.target: _Target = target
+        # (agent, project, sprint) as asked: to attribute again after the key is read afresh.
+        self.arguments: tuple = arguments
+        self.version: int | None = version  # the key's check context version (None: no caching)
+        self.requested_model: str = model
         self.model: str = model
         self.prompt_tokens: int = prompt_tokens
         self.max_output_tokens: int = max_output_tokens
         self.request_id: str = request_id
         self.now: datetime = now
         self.candidates: list[tuple[Budget, BudgetPeriod | None]] | None = None
+        self.context: CheckContext | None = None
+        # The version the reservation statement must still find (None: no condition).
+        self.guard: int | None = None
         self._sprints: list[Sprint] | None = None
         self._sprint_resolved = False
         self._sprint: Sprint | None = None
@@ -273,26 +313,35 @@ class _Check:
     # -- flow --
 
     def run(self) -> CheckResult:
-        for _ in range(3):
+        for attempt in range(4):
             try:
                 return self._run_once()
             except _PeriodGone:
-                self.candidates = None
+                pass
+            except _Stale:
+                check_context.forget(organization_id=self.scope.organization.pk)
+                # After repeated changes under it, the check stops caching and reads everything afresh.
+                self._reread_key(keep_version=attempt < 2)
+            self.candidates = self.context = None
         raise BudgetStoreUnavailable("Budget periods kept changing during the check; retry.")
 
+    def _reread_key(self, *, keep_version: bool) -> None:
+        """The context changed since the key was read: read the key (and the agent of an agent key)
+        afresh — revoked since means 401 — and attribute the request again."""
+        api_key, version = check_context.api_key_reread(api_key_id=self.scope.api_key.pk)
+        if api_key is None:
+            raise NotAuthenticated("Unknown API key.", code="invalid_api_key")
+        self.scope = scope_for_key(api_key)
+        agent, project, sprint = self.arguments
+        self.target = _target_resolve(scope=self.scope, agent_name=agent, project_slug=project, sprint_slug=sprint)
+        self.version = version if keep_version else None
+
     def _run_once(self) -> CheckResult:
-        self.candidates = _candidates(target=self.target, organization_id=self.scope.organization.pk, now=self.now)
+        self.model = self.requested_model
+        self._context_load()
         agent = self.target.agent
         if agent is not None:
-            if agent.status == AgentStatus.PAUSED:
-                raise AgentPaused(f"Agent {agent.name!r} is paused; an operator must resume it.")
             self.model = agent.model_override or self.model
-        for budget, _ in self.candidates:  # what period_bounds reads, already in hand
-            budget.organization = self.scope.organization
-            if self.target.agent is not None and budget.agent_id == self.target.agent.pk:
-                budget.agent = self.target.agent
-        if self.target.sprint_slug is not None or any(_needs_sprint(b) for b, _ in self.candidates):
-            self._sprint_resolve()
         first = self._attempt(self.model)
         try:
             return self._reserve(first, decision=ALLOW)
@@ -323,11 +372,82 @@ class _Check:
         self._pause_agent_if_asked(at_fault)
         raise self._exceeded(at_fault, final, note)
 
+    def _context_load(self) -> None:
+        """Attribution, candidate budgets and the sprint: from this process's cache when the key's
+        version allows (the reservation then runs only if that version still holds), else read —
+        and cached when read at the key's version."""
+        organization_id = self.scope.organization.pk
+        cache_key = self.target.cache_key
+        self.guard = None
+        if self.version is not None:
+            context = check_context.context_get(
+                organization_id=organization_id, version=self.version, target=cache_key, now=self.now
+            )
+            if context is not None:
+                self.context, self.candidates, self.guard = context, context.candidates, self.version
+                self.target.project, self.target.agent, self.target.agent_lookup = context.project, context.agent, False
+                self._sprints, self._sprint, self._sprint_resolved = context.sprints, context.sprint, True
+                return
+        if self.target.project is None:
+            self.target.project = _project_lookup(scope=self.scope, slug=self.target.project_slug)
+        read_version, self.candidates = _candidates(
+            target=self.target, organization_id=organization_id, now=self.now, with_version=self.version is not None
+        )
+        agent = self.target.agent
+        if agent is not None and agent.status == AgentStatus.PAUSED:
+            raise AgentPaused(f"Agent {agent.name!r} is paused; an operator must resume it.")
+        for budget, _ in self.candidates:  # what period_bounds reads, already in hand
+            budget.organization = self.scope.organization
+            if agent is not None and budget.agent_id == agent.pk:
+                budget.agent = agent
+        if self.target.sprint_slug is not None or any(_needs_sprint(b) for b, _ in self.candidates):
+            self._sprint_resolve()
+        if self.version is None:
+            return
+        if read_version != self.version:
+            raise _Stale()
+        self.guard = self.version
+        self.context = CheckContext(
+            computed_at=self.now,
+            valid_until=self._valid_until(),
+            project=self.target.project,
+            agent=agent,
+            candidates=self.candidates,
+            sprints=self._sprints,
+            sprint=self._sprint,
+        )
+        check_context.context_put(
+            organization_id=organization_id, version=self.version, target=cache_key, context=self.context
+        )
+
+    def _valid_until(self) -> datetime:
+        """The first instant after now at which a candidate's period, or the current sprint, may
+        change (the clock moves budgets into new periods; the version only tracks edits)."""
+        edges = [next_local_midnight(self.now, self.scope.organization.timezone)]  # sprints are dates
+        for budget, _ in self.candidates:
+            if budget.period == PeriodKind.CUSTOM:
+                edges.extend(e for e in (budget.custom_start, budget.custom_end) if e is not None and e > self.now)
+            elif budget.period not in (PeriodKind.SPRINT, PeriodKind.TOTAL):
+                edges.append(period_bounds(budget, self.now).ends_at)
+        return min(edges)
+
     def _attempt(self, model: str) -> _Attempt:
         price = _price_for(model, self.now)
         amount = 0 if price is None else worst_case_nanos(price, self.prompt_tokens, self.max_output_tokens)
         if amount > MAX_AMOUNT_NANOS:
             raise ValidationFailed(fields={"max_output_tokens": ["The worst-case cost of this request is too large."]})
+        plans = self.context.plans if self.context is not None else {}
+        plan = plans.get(model)
+        if plan is None:
+            plan = self._plan(model)
+            if self.context is not None:
+                if len(plans) >= 64:
+                    plans.clear()
+                plans[model] = plan
+        return _Attempt(model=model, price=price, amount_nanos=amount, plan=plan)
+
+    def _plan(self, model: str) -> list[tuple[Budget, Bounds, BudgetPeriod]]:
+        """The periods a request for ``model`` reserves against, in ascending period id."""
         agent_id = self.target.agent.pk if self.target.agent else None
         sprint = self._sprint if self._sprint_resolved else None
         plan = []
@@ -347,7 +467,7 @@ class _Check:
                 period, _ = period_ensure(budget, bounds)
             plan.append((budget, bounds, period))
         plan.sort(key=lambda item: item[2].pk)
-        return _Attempt(model=model, price=price, amount_nanos=amount, plan=plan)
+        return plan
 
     def _reserve(self, attempt: _Attempt, *, decision: str) -> CheckResult:
         """The reservation transaction (ADR 0003): guarded updates in period-id order, then the
@@ -366,7 +486,9 @@ class _Check:
                 # Autocommit: the statement is its own transaction. Inside a caller's transaction, a
                 # savepoint keeps a failed statement (a duplicate request_id) from dooming it.
                 with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                    after = _reserve_postgresql(attempt.plan, amount=amount, stamp=stamp, reservation=reservation)
+                    after = _reserve_postgresql(
+                        attempt.plan, amount=amount, stamp=stamp, reservation=reservation, guard=self.guard
+                    )
             else:
                 after = _reserve_portable(attempt.plan, amount=amount, stamp=stamp, reservation=reservation)
         except IntegrityError:
@@ -514,7 +636,7 @@ class _Check:
             exc,
             "allowing without a reservation" if fail_open else "refusing",
             self.scope.organization.pk,
-            self.target.project.pk,
+            self.target.project.pk if self.target.project is not None else self.target.project_slug,
             self.target.agent_name,
             self.model,
             self.request_id,
@@ -654,15 +776,16 @@ def _price_for(model: str, at: datetime) -> ModelPrice | None:
 
 
 def check_caches_clear() -> None:
-    """Forget cached prices (tests; an operator shell after editing prices)."""
+    """Forget cached prices and check contexts (tests; an operator shell after editing prices)."""
     _price_cache.clear()
     _rates_cache.clear()
+    check_context.check_context_clear()
 
 
 # --- the reservation -------------------------------------------------------------------------
 
 
-def _reserve_postgresql(plan, *, amount: int, stamp, reservation: list) -> dict[int, tuple]:
+def _reserve_postgresql(plan, *, amount: int, stamp, reservation: list, guard: int | None) -> dict[int, tuple]:
     """Reserve ``amount`` on every period of ``plan`` and record the reservation, all or none, in
     ONE statement (ADR 0003): lock the periods in ascending id order (``FOR UPDATE``, waiting at
     most ``SPENDGUARD_BUDGET_LOCK_TIMEOUT_MS``, set local to this statement's transaction), decide
@@ -673,15 +796,23 @@ def _reserve_postgresql(plan, *, amount: int, stamp, reservation: list) -> dict[
     PostgreSQL runs it and commits, never across a round trip to this process — with every check
     of an organization on one row, that lock hold time bounds the checks per second.
 
+    ``guard``: the organization's check context version the plan was read at; the statement does
+    nothing and :class:`_Stale` is raised when it has moved on (None: no such condition).
+
     Returns ``{period id: (spent, reserved, limit, ceiling)}`` after the reservation; raises
     :class:`_Refused` (with the counters as they were) when a hard period refused.
     """
+    organization_id = reservation[1]
+    fresh = [guard, organization_id, guard]
     if not plan:  # no covering budget: the reservation still records what settlement will release
-        _run([(_sql()["insert_reservation_typed"], reservation)])
+        if not _execute_prepared(_sql()["insert_reservation_typed"], [*reservation, *fresh]):
+            raise _Stale()
         return {}
-    rows = _run([(_sql()["reserve"](len(plan)), _reserve_params(plan, amount, stamp, reservation))])[0]
+    rows = _execute_prepared(_sql()["reserve"](len(plan)), _reserve_params(plan, amount, stamp, reservation, fresh))
+    if rows and rows[0][0] == "stale":
+        raise _Stale()
     counters = {row[1]: tuple(row[2:]) for row in rows}
-    if rows and rows[0][0]:
+    if rows and rows[0][0] == "reserved":
         return counters
     if len(counters) < len(plan):
         raise _PeriodGone()
@@ -692,11 +823,12 @@ def _reserve_postgresql(plan, *, amount: int, stamp, reservation: list) -> dict[
     raise _PeriodGone()  # pragma: no cover - the statement refuses only for a hard period
 
 
-def _reserve_params(plan, amount: int, stamp, reservation: list) -> list:
+def _reserve_params(plan, amount: int, stamp, reservation: list, fresh: list) -> list:
     hard = [budget.enforcement == Enforcement.HARD for budget, _, _ in plan]
     ids = [period.pk for _, _, period in plan]
     return [
         str(settings.SPENDGUARD_BUDGET_LOCK_TIMEOUT_MS),
+        *fresh,
         *(value for period_id, is_hard in zip(ids, hard, strict=True) for value in (period_id, amount, is_hard)),
         *ids,
         len(plan),
@@ -758,14 +890,17 @@ def reservation_release(*, scope: KeyScope, reservation_id: uuid.UUID, now: date
 # --- SQL --------------------------------------------------------------------------------------
 
 
-def _candidates(*, target: _Target, organization_id: int, now: datetime) -> list[tuple[Budget, BudgetPeriod | None]]:
+def _candidates(
+    *, target: _Target, organization_id: int, now: datetime, with_version: bool
+) -> tuple[int | None, list[tuple[Budget, BudgetPeriod | None]]]:
     """Active budgets that may cover a request of ``target`` (organization budgets, the project's,
     its sprints', the agent's), each with its period row containing ``now`` if one exists. Model
     filters and the exact sprint are applied by the caller. Looks up ``target.agent`` by name
-    when asked to, in the same round trip."""
+    when asked to, in the same round trip, and ``with_version`` the organization's check context
+    version first (so what follows is at least as new as the version returned; else None)."""
     moment = _dt(now)
     project_id = target.project.pk
-    statements = []
+    statements = [(check_context.version_sql(), [organization_id])] if with_version else []
     if target.agent_lookup:
         agent_shape = row_shape(Agent, _AGENT_FIELDS)
         statements.append((_sql()["agent"], [project_id, target.agent_name]))
@@ -777,6 +912,7 @@ def _candidates(*, target: _Target, organization_id: int, now: datetime) -> list
             (_sql()["candidates"], [moment, moment, organization_id, True, agent_id, project_id, project_id])
         )
     results = _run(statements)
+    version = results.pop(0)[0][0] if with_version else None
     if target.agent_lookup:
         found = agent_shape.instances(results[0])
         target.agent = found[0] if found else None
@@ -788,7 +924,7 @@ def _candidates(*, target: _Target, organization_id: int, now: datetime) -> list
         budget = budget_shape.instance(row[:split])
         period = period_shape.instance(row[split:]) if row[split] is not None else None
         result.append((budget, period))
-    return result
+    return version, result
 
 
 # What the check (and period_ensure, period_bounds, covers) read; bookkeeping columns stay unloaded.
@@ -839,6 +975,19 @@ def _run(statements: list[tuple[str, list]]) -> list[list[tuple] | None]:
                 cursor.close()
 
 
+def _execute_prepared(sql: str, params: list) -> list[tuple]:
+    """Run one statement on PostgreSQL as a server-side prepared statement: this connection parses
+    and plans it once instead of on every check (planning the reservation statement costs
+    PostgreSQL about as much as running it). Every parameter must have a type PostgreSQL can
+    infer or is cast (``%s::bigint``); a Python int sent for ``id IN (...)`` could arrive as
+    ``numeric`` and lose the index."""
+    with connection.cursor() as django_cursor:  # connects and runs Django's health check if due
+        raw = django_cursor.cursor.connection
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall() if _returns_rows(sql) else []
+
+
 def _returns_rows(sql: str) -> bool:
     return sql.startswith("SELECT") or "RETURNING" in sql
 
@@ -873,6 +1022,12 @@ def _statements(vendor: str) -> dict:
     agent = row_shape(Agent, _AGENT_FIELDS)
     agents_t = agent.table
     counters = "spent_nanos, reserved_nanos, limit_nanos, ceiling_nanos"
+    # Has the organization's check context version moved on? (params: guard, organization id, guard;
+    # a null guard means no condition)
+    fresh = (
+        f"(%s::bigint IS NULL OR coalesce((SELECT version FROM {quote(CheckContextVersion._meta.db_table)} "
+        "WHERE organization_id = %s::bigint), 0) = %s::bigint)"
+    )
     candidates = (
         f"SELECT {budget.select('b')}, {period.select('p')} FROM {budgets_t} b "
         f"LEFT JOIN {periods_t} p ON p.budget_id = b.id AND p.starts_at <= %s "
@@ -896,10 +1051,11 @@ def _statements(vendor: str) -> dict:
         "insert_hold": f"INSERT INTO {holds_t} (reservation_id, period_id, amount_nanos) VALUES (%s, %s, %s)",
         "reserve": lambda n: (
             "WITH cfg AS (SELECT set_config('lock_timeout', %s, true) AS lock_timeout), "
+            f"fresh AS (SELECT {fresh} AS ok), "
             "want (id, amount, hard) AS (VALUES "
             + ", ".join(["(%s::bigint, %s::bigint, %s::boolean)"] * n)
-            + f"), locked AS (SELECT p.id, p.{counters.replace(', ', ', p.')} FROM {periods_t} p, cfg "
-            f"WHERE p.id IN {in_list([None] * n)} ORDER BY p.id FOR UPDATE OF p), "
+            + f"), locked AS (SELECT p.id, p.{counters.replace(', ', ', p.')} FROM {periods_t} p, cfg, fresh "
+            f"WHERE fresh.ok AND p.id IN ({', '.join(['%s::bigint'] * n)}) ORDER BY p.id FOR UPDATE OF p), "
             "verdict AS (SELECT count(*) = %s::bigint AND coalesce(bool_and(NOT w.hard "
             "OR l.spent_nanos + l.reserved_nanos + w.amount <= l.ceiling_nanos), true) AS fits "
             "FROM locked l JOIN want w ON w.id = l.id), "
@@ -910,12 +1066,14 @@ def _statements(vendor: str) -> dict:
             "FROM verdict WHERE fits), "
             f"h AS (INSERT INTO {holds_t} (reservation_id, period_id, amount_nanos) "
             "SELECT %s::uuid, w.id, w.amount FROM want w, verdict v WHERE v.fits) "
-            "SELECT true, * FROM upd "
-            "UNION ALL SELECT false, * FROM locked WHERE NOT (SELECT fits FROM verdict)"
+            "SELECT 'reserved', * FROM upd "
+            "UNION ALL SELECT 'refused', * FROM locked WHERE NOT (SELECT fits FROM verdict) "
+            "UNION ALL SELECT 'stale', NULL, NULL, NULL, NULL, NULL FROM fresh WHERE NOT fresh.ok"
         ),
         "insert_reservation_typed": (
-            f"INSERT INTO {reservations_t} ({reservation_cols}) VALUES (%s::uuid, %s::bigint, %s::bigint, "
-            "%s::bigint, %s::varchar, %s::varchar, %s::bigint, %s::varchar, %s::timestamptz, %s::timestamptz)"
+            f"INSERT INTO {reservations_t} ({reservation_cols}) SELECT %s::uuid, %s::bigint, %s::bigint, "
+            "%s::bigint, %s::varchar, %s::varchar, %s::bigint, %s::varchar, %s::timestamptz, %s::timestamptz "
+            f"WHERE {fresh} RETURNING id"
         ),
         "hold_amounts": f"SELECT period_id, amount_nanos FROM {holds_t} WHERE reservation_id = %s ORDER BY period_id",
     }

@@ -37,6 +37,12 @@ def _local_midnight(day: date, tz: zoneinfo.ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
+def next_local_midnight(at: datetime, timezone_name: str) -> datetime:
+    """The first midnight after ``at`` in ``timezone_name`` (when "today" changes there)."""
+    tz = zoneinfo.ZoneInfo(timezone_name)
+    return _local_midnight(at.astimezone(tz).date() + timedelta(days=1), tz)
+
+
 def _add_months(day: date, months: int) -> date:
     index = day.year * 12 + day.month - 1 + months
     return date(index // 12, index % 12 + 1, 1)

@@ -85,6 +85,19 @@ else:
         }
     }
 
+
+def postgresql_tuned(database: dict) -> dict:
+    """Server-side prepared statements for the few hot statements that ask for them (the budget
+    check's reservation: planning it costs PostgreSQL more than running it). Django's own queries
+    are unaffected (client-side binding). Behind a transaction-mode connection pooler that cannot
+    keep prepared statements, set ``DATABASE_PREPARED_STATEMENTS=false``."""
+    if "postgresql" in database.get("ENGINE", "") and env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        database.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
+    return database
+
+
+DATABASES["default"] = postgresql_tuned(DATABASES["default"])
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")

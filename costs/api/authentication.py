@@ -31,13 +31,17 @@ class ApiKeyAuthentication(BaseAuthentication):
         if len(parts) != 2:
             raise NotAuthenticated("Malformed Authorization header; expected 'Bearer <api key>'.")
         secret = parts[1].decode("latin-1")
-        api_key = api_key_get_by_secret(secret=secret)
+        api_key = self.lookup(request, secret)
         if api_key is None:
             raise NotAuthenticated("Unknown API key.", code="invalid_api_key")
         if api_key.revoked_at is not None:
             raise NotAuthenticated("This API key has been revoked.", code="api_key_revoked")
         _touch(api_key)
         return (None, api_key)
+
+    def lookup(self, request, secret: str) -> ApiKey | None:
+        """The key of ``secret`` (revoked ones too), or None. A hook for views with their own cache."""
+        return api_key_get_by_secret(secret=secret)
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
@@ -47,6 +51,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     """Describes :class:`ApiKeyAuthentication` in the OpenAPI schema."""
 
     target_class = ApiKeyAuthentication
+    match_subclasses = True  # e.g. the budget check's cached variant
     name = "ApiKey"
 
     def get_security_definition(self, auto_schema) -> dict:

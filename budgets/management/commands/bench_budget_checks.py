@@ -2,11 +2,14 @@
 
     python manage.py bench_budget_checks
 
-16 concurrent clients (processes, keep-alive connections) all check against one organization's hard
-budget. Three phases, each run ``--repeat`` times (medians printed): *allow* (the budget is big
-enough never to deny, so every check reserves: the full write path), *deny* (another organization
-whose hard budget is exhausted: every check is refused) and *floor* (the same endpoint answering 400
-after authentication and validation: what the framework costs before any budget work). Uses a throwaway database
+16 concurrent clients (keep-alive connections driven by one load process) all check against one
+organization's hard budget. Four phases, each run ``--repeat`` times (medians printed): *allow* (closed
+loop: every client checks again as soon as it is answered — the most checks/s the server can do; the
+budget is big enough never to deny, so every check reserves: the full write path), *allow at N/s*
+(open loop at ``--rate`` checks/s offered: the latency callers arriving at that rate see, counted from
+when each check was due), *deny* (another organization whose hard budget is exhausted: every check is
+refused) and *floor* (the same endpoint answering 400 after authentication and validation: what the
+framework costs before any budget work). Uses a throwaway database
 (default ``spendguard_bench_checks``), recreated each run.
 """
 
@@ -61,6 +64,10 @@ class Command(BaseCommand):
         parser.add_argument("--clients", type=int, default=16)
         parser.add_argument("--checks-per-client", type=int, default=300)
         parser.add_argument("--repeat", type=int, default=3, help="runs of each phase; medians are reported")
+        parser.add_argument(
+            "--rate", type=float, default=1000.0,
+            help="offered checks/s of the fixed-rate phase (open loop: latency counts from when a check was due)",
+        )  # fmt: skip
 
     def handle(self, *args, **opts):
         env = bench.app_env(database_url=opts["database_url"], redis_url=opts["redis_url"])
@@ -80,7 +87,7 @@ class Command(BaseCommand):
         def bodies(prefix: str, count: int):
             return lambda client: [bench.dumps(_check(client, i, f"{run}-{prefix}")) for i in range(count)]
 
-        allow, deny, floor = [], [], []
+        allow, paced, deny, floor = [], [], [], []
         server = bench.gunicorn_server(
             env=env, workers=opts["workers"], threads=opts["threads"], worker_class=opts["worker_class"]
         )
@@ -96,6 +103,12 @@ class Command(BaseCommand):
                     bench.run_load(
                         port=port, path=path, api_key=keys["bench"], clients=opts["clients"],
                         bodies_for=bodies(f"allow{attempt}", per_client),
+                    )
+                )  # fmt: skip
+                paced.append(
+                    bench.run_load(
+                        port=port, path=path, api_key=keys["bench"], clients=opts["clients"],
+                        bodies_for=bodies(f"paced{attempt}", per_client), rate=opts["rate"],
                     )
                 )  # fmt: skip
                 # The floor: the same endpoint answering 400 after authentication and validation,
@@ -120,12 +133,17 @@ class Command(BaseCommand):
             f"{opts['clients']} clients x {per_client} checks per run, one hard organization budget; "
             f"medians of {opts['repeat']} runs"
         )
-        phases = (("allow (reserve)", allow), ("deny (429)", deny), ("floor (400, auth only)", floor))
+        phases = (
+            ("allow (reserve)", allow),
+            (f"allow at {opts['rate']:,.0f}/s offered", paced),
+            ("deny (429)", deny),
+            ("floor (400, auth only)", floor),
+        )
         for name, results in phases:
             rates = [r.requests_per_second for r in results]
             p50s, p99s = [r.p50 for r in results], [r.p99 for r in results]
             w(
-                f"{name:22}: {statistics.median(rates):,.0f} checks/s, p50 {statistics.median(p50s):.2f} ms, "
+                f"{name:26}: {statistics.median(rates):,.0f} checks/s, p50 {statistics.median(p50s):.2f} ms, "
                 f"p99 {statistics.median(p99s):.2f} ms (runs: "
                 + ", ".join(f"{r:,.0f}/s p99 {p:.1f}" for r, p in zip(rates, p99s, strict=True))
                 + f") statuses {bench.merge_statuses(results)}"
