@@ -1,5 +1,6 @@
 """A small harness for benchmark commands: a throwaway PostgreSQL database, the app under gunicorn,
-and a multi-process HTTP load generator over loopback that reports medians and tails.
+and a lean HTTP load generator over loopback (raw keep-alive sockets in one process, closed loop or
+at a fixed offered rate) that reports medians and tails.
 
 Used by ``manage.py bench_ingest`` (and later benchmark commands). Figures are printed, never asserted:
 speed targets are shown by running a command, not by timed tests.
