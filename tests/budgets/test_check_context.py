@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from budgets.models import Budget, CheckContextVersion
 from budgets.services import check_context
@@ -63,7 +64,7 @@ def test_pausing_the_agent_in_the_database_refuses_the_next_check(prices, organi
 def test_a_revoked_key_is_refused_by_the_next_check(prices, organization, project, agent):
     make_budget(organization=organization, limit_usd="10")
     api_key, secret = api_key_create(organization=organization, project=project, agent=agent, name="k")
-    client = client_for(organization=organization, project=project, agent=agent)
+    client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert client.post(CHECK_URL, check_body(), format="json").status_code == 201
     ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
