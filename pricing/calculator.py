@@ -21,7 +21,9 @@ The rules (they reproduce litellm's ``cost_per_token`` for the models of its map
   standard rate take part, so a tier holding only batch rates never hides a standard one.
 - batch (``usage.batch``): when the price has both batch input and batch output rates, the
   request is billed at batch rates only: input = batch input, output *and reasoning* = batch
-  output, cache read / cache write = batch cache read / write (the batch input rate when none).
+  output, cache write = batch cache write (the batch input rate when none), cache read = batch
+  cache read, else the standard cache-read rate (no batch discount on cache hits), else the
+  batch input rate.
   Long-context tiers then apply through their ``batch_*`` rates (a tier without them leaves
   the base batch rates in place). A price without batch rates bills a batch request like any
   other: no discount is assumed.
@@ -186,7 +188,16 @@ def cost_of(rates: Rates, usage: Usage) -> CostBreakdown:
         tier = _select_tier(rates.tiers, usage.prompt_tokens, batch=True)
         input_rate = _first(tier and tier.batch_input, rates.batch_input)
         output_rate = _first(tier and tier.batch_output, rates.batch_output)
-        cache_read = _first(tier and tier.batch_cache_read, rates.batch_cache_read, input_rate)
+        # No published batch cache-read rate: cached tokens keep the standard cache-read rate (of the
+        # standard long-context tier the prompt reaches), as litellm >= 1.110 bills them.
+        standard_tier = _select_tier(rates.tiers, usage.prompt_tokens, batch=False)
+        cache_read = _first(
+            tier and tier.batch_cache_read,
+            rates.batch_cache_read,
+            standard_tier and standard_tier.cache_read,
+            rates.cache_read,
+            input_rate,
+        )
         cache_write = _first(tier and tier.batch_cache_write, rates.batch_cache_write, input_rate)
         reasoning = output_rate
     else:

@@ -21,7 +21,9 @@ rules (see docs/adr/0002-price-catalog.md):
   *tier's* input rate and a missing reasoning rate to the *tier's* output rate, so those are
   written into each tier explicitly.
 - batch: the ``*_batches`` rates (and their threshold keys) when published; otherwise half the
-  standard rates, which is what litellm bills for a batch request of such a model.
+  standard rates, which is what litellm bills for a batch request of such a model. A missing batch
+  cache-read rate is left to the calculator's fallback to the standard cache-read rate (litellm
+  >= 1.110), except for a model with no cache-read price at all (see ``price_fields``).
 - fireworks_ai: an unpublished cache-read rate is half the input rate (litellm's default there).
 - xAI: litellm bills xAI reasoning tokens at the output rate, so no reasoning rate is stored.
 - an output price of 0 falls back to ``output_cost_per_image_token`` (image models billed by
@@ -158,7 +160,8 @@ def _batch_rates(entry: Mapping, tiered: Mapping[str, Decimal] | None = None) ->
             "batch_cache_write": batch_key(_PREFIXES["cache_write"]),
         }
     elif flat_input:
-        cache_write = per_mtok(entry.get("cache_creation_input_token_cost")) or flat_input
+        # A published write price of 0 is a price (litellm bills those writes at $0), not "none".
+        cache_write = _first(per_mtok(entry.get("cache_creation_input_token_cost")), flat_input)
         rates = {
             "batch_input": _half(flat_input),
             # litellm bills cached tokens at $0 here when the model publishes no cache-read price;
@@ -272,11 +275,14 @@ def price_fields(model: str, entry: Mapping) -> dict[str, Any] | None:
                 if rate is not None:
                     crossed[prefix] = rate
             above = _batch_rates(entry, crossed)
-            # The batch path resolves a missing cache rate to the batch input rate *of the tier*:
-            # write it explicitly, else the calculator would fall back to the base batch rate.
-            for key in ("batch_cache_read", "batch_cache_write"):
-                if above[key] is None:
-                    above[key] = above["batch_input"]
+            # The batch path resolves a missing cache-write rate, and a missing cache-read rate of a
+            # model with no standard cache-read price, to the batch input rate *of the tier*: write it
+            # explicitly, else the calculator would fall back to the base batch rate. (With a standard
+            # cache-read price, the calculator's own fallback to it is what litellm bills.)
+            if above["batch_cache_write"] is None:
+                above["batch_cache_write"] = above["batch_input"]
+            if above["batch_cache_read"] is None and fields["cache_read_usd_per_mtok"] is None:
+                above["batch_cache_read"] = above["batch_input"]
             _merge_tier(fields["tiers"], tokens - 1 if inclusive else tokens, above)
     return fields
 

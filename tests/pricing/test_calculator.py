@@ -115,9 +115,18 @@ def test_batch_uses_batch_rates_and_bills_reasoning_at_batch_output() -> None:
 
     cost = cost_of(rates, usage)
 
-    # uncached 7,000 x 1 ; cached 2,000 x 1 (no batch cache-read rate: batch input) ; written 1,000 x 1.5 ;
-    # output 1,000 x 4 (reasoning too)
-    assert parts(cost) == (D("0.007"), D("0.002"), D("0.0015"), D("0.004"), D("0.0145"))
+    # uncached 7,000 x 1 ; cached 2,000 x 0.5 (no batch cache-read rate: the standard one, no discount on
+    # cache hits) ; written 1,000 x 1.5 ; output 1,000 x 4 (reasoning too)
+    assert parts(cost) == (D("0.007"), D("0.001"), D("0.0015"), D("0.004"), D("0.0135"))
+
+
+def test_batch_cache_reads_without_any_cache_read_rate_pay_the_batch_input_rate() -> None:
+    rates = Rates(input=D("2"), output=D("8"), batch_input=D("1"), batch_output=D("4"))
+    usage = Usage(prompt_tokens=10_000, completion_tokens=0, cached_tokens=2_000, batch=True)
+
+    cost = cost_of(rates, usage)
+
+    assert parts(cost) == (D("0.008"), D("0.002"), D("0"), D("0"), D("0.010"))
 
 
 def test_batch_request_without_batch_rates_pays_the_standard_rates() -> None:
@@ -183,3 +192,30 @@ def test_quantize_usd_rounds_half_to_even_at_12_places() -> None:
     assert quantize_usd(D("121.932631124487120852")) == D("121.932631124487")
     assert format_usd(quantize_usd(D("0.002475"))) == "0.002475"
     assert format_usd(D("0E-12")) == "0"
+
+
+def test_long_batch_cache_reads_fall_back_to_the_long_context_standard_cache_read_rate() -> None:
+    # gemini-2.5-pro's shape: batch rates above 200K, a standard cache-read rate above 200K, no batch one.
+    rates = Rates(
+        input=D("1.25"),
+        output=D("10"),
+        cache_read=D("0.125"),
+        batch_input=D("0.625"),
+        batch_output=D("5"),
+        tiers=(
+            Tier(
+                above_tokens=200_000,
+                input=D("2.5"),
+                output=D("15"),
+                cache_read=D("0.25"),
+                batch_input=D("1.25"),
+                batch_output=D("7.5"),
+            ),
+        ),
+    )
+    usage = Usage(prompt_tokens=230_000, completion_tokens=1_000, cached_tokens=20_000, batch=True)
+
+    cost = cost_of(rates, usage)
+
+    # uncached 210,000 x 1.25 ; cached 20,000 x 0.25 (the tier's standard cache read) ; output 1,000 x 7.5
+    assert parts(cost) == (D("0.2625"), D("0.005"), D("0"), D("0.0075"), D("0.275"))
