@@ -22,8 +22,10 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from budgets.models import (
+    AlertDelivery,
     AuditEntry,
     Budget,
+    BudgetAlert,
     BudgetPeriod,
     BudgetScope,
     Reservation,
@@ -31,6 +33,7 @@ from budgets.models import (
     nanos_usd_text,
 )
 from budgets.selectors import BudgetLive, LiveStatus, budget_ids_with_status, budgets_live
+from budgets.services.alerts import alerts_acknowledge, alerts_resolve
 from budgets.services.budgets import EDITABLE_FIELDS, budget_create, budget_delete, budget_update, period_reset
 from pricing.calculator import format_usd
 
@@ -383,3 +386,100 @@ def _short(value) -> str:
     if value is None:
         return "—"
     return str(value)
+
+
+# --- Alerts -------------------------------------------------------------------------------------
+
+
+class AlertDeliveryInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = AlertDelivery
+    fields = ["channel", "target", "status", "attempts", "last_error", "next_attempt_at", "sent_at"]
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(admin.ModelAdmin):
+    """Alerts are recorded by the system; operators acknowledge and resolve them (bulk actions, via
+    :mod:`budgets.services.alerts`, audited). Acknowledged alerts stay listed with who and when."""
+
+    list_display = ["fired_at", "severity", "kind", "message", "status", "handled"]
+    list_filter = ["status", "severity", "kind", "organization"]
+    search_fields = ["message", "budget__name", "agent__name", "project__name"]
+    list_select_related = ["acknowledged_by", "resolved_by"]
+    date_hierarchy = "fired_at"
+    actions = ["acknowledge", "resolve"]
+    inlines = [AlertDeliveryInline]
+    fields = [
+        "fired_at",
+        "organization",
+        "kind",
+        "severity",
+        "message",
+        "budget",
+        "period_start",
+        "period_end",
+        "threshold_percent",
+        "spend",
+        "limit",
+        "projected",
+        "projected_exhaustion_at",
+        "project",
+        "agent",
+        "window",
+        "window_start",
+        "baseline",
+        "cutoff",
+        "status",
+        "acknowledged_by",
+        "acknowledged_at",
+        "resolved_by",
+        "resolved_at",
+        "handled_by_label",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Viewing and the bulk actions only: an alert is a record of what happened.
+        return request.method in ("GET", "HEAD") or obj is None
+
+    @admin.display(description="handled")
+    def handled(self, obj: BudgetAlert) -> str:
+        if obj.status == "resolved":
+            return f"resolved by {obj.handled_by_label} at {obj.resolved_at:%Y-%m-%d %H:%M}"
+        if obj.status == "acknowledged":
+            return f"acknowledged by {obj.handled_by_label} at {obj.acknowledged_at:%Y-%m-%d %H:%M}"
+        return "—"
+
+    @admin.display(description="spend")
+    def spend(self, obj: BudgetAlert) -> str:
+        return _usd(obj.spend_nanos)
+
+    @admin.display(description="limit")
+    def limit(self, obj: BudgetAlert) -> str:
+        return _usd(obj.limit_nanos)
+
+    @admin.display(description="projected")
+    def projected(self, obj: BudgetAlert) -> str:
+        return _usd(obj.projected_nanos)
+
+    @admin.display(description="baseline")
+    def baseline(self, obj: BudgetAlert) -> str:
+        return _usd(obj.baseline_nanos)
+
+    @admin.display(description="cutoff")
+    def cutoff(self, obj: BudgetAlert) -> str:
+        return _usd(obj.cutoff_nanos)
+
+    @admin.action(description="Acknowledge selected alerts")
+    def acknowledge(self, request, queryset):
+        changed = alerts_acknowledge(alerts=queryset, actor=request.user)
+        self.message_user(request, f"Acknowledged {len(changed)} alert(s).", messages.SUCCESS)
+
+    @admin.action(description="Resolve selected alerts")
+    def resolve(self, request, queryset):
+        changed = alerts_resolve(alerts=queryset, actor=request.user)
+        self.message_user(request, f"Resolved {len(changed)} alert(s).", messages.SUCCESS)

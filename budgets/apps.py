@@ -12,3 +12,10 @@ class BudgetsConfig(AppConfig):
         from costs.services.ingest import register_rows_written_hook
 
         register_rows_written_hook(usage_settle)
+
+        # Threshold crossings (sent where spend is booked): record the alert, run the budget's action.
+        from budgets import receivers
+        from budgets.signals import budget_threshold_crossed
+
+        for receiver in (receivers.record_threshold_alert, receivers.run_budget_action):
+            budget_threshold_crossed.connect(receiver, dispatch_uid=f"budgets.{receiver.__name__}")

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
+from costs.models import validate_email_list
 from pricing.calculator import format_usd
 
 NANOS_PER_USD = 1_000_000_000
@@ -108,6 +109,8 @@ class Budget(models.Model):
     action = models.CharField(max_length=16, choices=ExceededAction.choices, default=ExceededAction.BLOCK)
     downgrade_model = models.CharField(max_length=255, blank=True, default="")
     is_active = models.BooleanField(default=True)
+    # Who hears about its alerts besides the organization's alert contacts (comma-separated e-mails).
+    alert_emails = models.TextField(blank=True, default="", validators=[validate_email_list])
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -304,6 +307,8 @@ class AuditAction(models.TextChoices):
     AGENT_PAUSED = "agent_paused", "Agent paused"
     AGENT_RESUMED = "agent_resumed", "Agent resumed"
     MODEL_DOWNGRADED = "model_downgraded", "Agent switched to a cheaper model"
+    ALERT_ACKNOWLEDGED = "alert_acknowledged", "Alert acknowledged"
+    ALERT_RESOLVED = "alert_resolved", "Alert resolved"
 
 
 class AuditEntry(models.Model):
@@ -349,3 +354,178 @@ class CheckContextVersion(models.Model):
 
     def __str__(self) -> str:
         return f"check context v{self.version}"
+
+
+# --- alerts (issue 5) -------------------------------------------------------------------------
+
+
+class AlertKind(models.TextChoices):
+    THRESHOLD = "threshold", "Threshold crossed"
+    FORECAST = "forecast", "Forecast to exceed the limit"
+    ANOMALY = "anomaly", "Spend anomaly"
+
+
+class AlertSeverity(models.TextChoices):
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class AlertStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    RESOLVED = "resolved", "Resolved"
+
+
+class AnomalyWindow(models.TextChoices):
+    HOUR = "hour", "Last hour"
+    DAY = "day", "Last day"
+
+
+def severity_for_percent(percent: int) -> str:
+    """info below 75 %, warning below 100 %, critical at 100 % and over."""
+    if percent >= 100:
+        return AlertSeverity.CRITICAL
+    if percent >= 75:
+        return AlertSeverity.WARNING
+    return AlertSeverity.INFO
+
+
+class BudgetAlert(models.Model):
+    """One alert, recorded once: a budget period's spend crossed a threshold (``threshold``), its
+    forecast crossed the limit (``forecast``), or an agent's / project's spend in a window is far
+    above its own baseline (``anomaly``).
+
+    Once-only is a database rule, not a hope: threshold and forecast alerts are unique per
+    (budget, period start, kind, threshold, limit) — a new period or a changed limit re-arms them — and anomaly
+    alerts per (subject, window, window start). Amounts are integer nano-dollars.
+    """
+
+    organization = models.ForeignKey("costs.Organization", on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=16, choices=AlertKind.choices)
+    severity = models.CharField(max_length=16, choices=AlertSeverity.choices)
+    # Threshold and forecast alerts: the budget and its period. The period's bounds are copied, and
+    # both links survive deletion as null, so history outlives a budget or a re-shaped period.
+    budget = models.ForeignKey(Budget, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts")
+    period = models.ForeignKey(BudgetPeriod, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts")
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    # Percent of the limit (threshold alerts; 100 for forecast alerts).
+    threshold_percent = models.PositiveIntegerField(null=True, blank=True)
+    # The limit in force when it fired (nano-dollars): part of the once-only key, so a changed limit re-arms.
+    limit_nanos = models.BigIntegerField(null=True, blank=True)
+    # Anomaly alerts: the agent or project whose spend spiked, over [window_start, window_start + window).
+    project = models.ForeignKey("costs.Project", on_delete=models.CASCADE, null=True, blank=True, related_name="alerts")
+    agent = models.ForeignKey("costs.Agent", on_delete=models.CASCADE, null=True, blank=True, related_name="alerts")
+    window = models.CharField(max_length=8, choices=AnomalyWindow.choices, blank=True, default="")
+    window_start = models.DateTimeField(null=True, blank=True)
+    # Spend when it fired: the period's settled spend, or the window's spend (nano-dollars).
+    spend_nanos = models.BigIntegerField()
+    # Forecast: projected spend at the period's end and when the limit is projected to be reached.
+    projected_nanos = models.BigIntegerField(null=True, blank=True)
+    projected_exhaustion_at = models.DateTimeField(null=True, blank=True)
+    # Anomaly: the baseline (median) and the level that counted as anomalous (median + k x MAD).
+    baseline_nanos = models.BigIntegerField(null=True, blank=True)
+    cutoff_nanos = models.BigIntegerField(null=True, blank=True)
+    message = models.CharField(max_length=300)
+    fired_at = models.DateTimeField()
+
+    status = models.CharField(max_length=16, choices=AlertStatus.choices, default=AlertStatus.OPEN)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Who acted when there is no user ("api-key:<prefix>").
+    handled_by_label = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "period_start", "kind", "threshold_percent", "limit_nanos"],
+                condition=Q(kind__in=["threshold", "forecast"]),
+                name="alert_once_per_period_threshold",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "project", "agent", "window", "window_start"],
+                condition=Q(kind="anomaly"),
+                nulls_distinct=False,
+                name="alert_anomaly_once_per_window",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    ~Q(kind__in=["threshold", "forecast"])
+                    | Q(period_start__isnull=False, threshold_percent__isnull=False, limit_nanos__isnull=False)
+                ),
+                name="alert_budget_kinds_name_their_period",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="anomaly")
+                | (
+                    Q(window_start__isnull=False)
+                    & ~Q(window="")
+                    & (Q(project__isnull=False, agent__isnull=True) | Q(project__isnull=True, agent__isnull=False))
+                ),
+                name="alert_anomaly_names_one_subject_and_window",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-fired_at"], name="alert_org_fired_idx"),
+            models.Index(fields=["organization", "status"], name="alert_org_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DeliveryChannel(models.TextChoices):
+    EMAIL = "email", "E-mail"
+    WEBHOOK = "webhook", "Webhook (Slack-compatible)"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed (will retry)"
+    GAVE_UP = "gave_up", "Failed (gave up)"
+
+
+class AlertDelivery(models.Model):
+    """One channel's delivery of one alert, recorded in the transaction that recorded the alert, so
+    an outage of the mail server or the broker delays it and loses nothing: a periodic job retries
+    every due delivery with exponential backoff until it is sent (or gives up after
+    ``SPENDGUARD_ALERT_DELIVERY_MAX_ATTEMPTS``)."""
+
+    alert = models.ForeignKey(BudgetAlert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=16, choices=DeliveryChannel.choices)
+    # E-mail: the recipients, comma-separated; webhook: the URL. Fixed when the alert fired.
+    target = models.TextField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["alert", "channel"]
+        verbose_name_plural = "alert deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "channel"], name="alert_delivery_once_per_channel"),
+        ]
+        indexes = [
+            # The retry job's "due" scan.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="alert_delivery_due_idx",
+                condition=Q(status__in=["pending", "failed"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} of alert {self.alert_id}: {self.status}"

@@ -20,7 +20,7 @@ from django.db.models import DecimalField, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Round
 from django.utils import timezone
 
-from budgets.models import NANOS_PER_USD, Budget, BudgetPeriod, PeriodKind, nanos_to_usd
+from budgets.models import NANOS_PER_USD, Budget, BudgetAlert, BudgetPeriod, PeriodKind, nanos_to_usd
 from budgets.services.periods import Bounds, period_bounds
 from costs.models import Sprint, UsageRecord
 from costs.services.scope import KeyScope
@@ -217,3 +217,25 @@ def _ledger_spend(budgets: list[Budget], missing: dict[int, Bounds]) -> dict[int
     )
     totals = rows.aggregate(**sums)
     return {budget_id: int(totals[f"b{budget_id}"] or 0) for budget_id in missing}
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+
+def alert_queryset() -> QuerySet[BudgetAlert]:
+    """Alerts with what their JSON form reads (no per-row queries)."""
+    return BudgetAlert.objects.select_related(
+        "organization", "budget", "project", "agent__project", "acknowledged_by", "resolved_by"
+    ).prefetch_related("deliveries")
+
+
+def alerts_visible(*, scope: KeyScope) -> QuerySet[BudgetAlert]:
+    """The alerts an API key may read: those of the budgets it may read (:func:`budgets_visible`),
+    and anomaly alerts of the projects / agents inside its scope."""
+    alerts = alert_queryset().filter(organization=scope.organization)
+    if scope.project is None:
+        return alerts
+    budget_alerts = Q(budget__in=budgets_visible(scope=scope).values("pk"))
+    if scope.agent is None:
+        return alerts.filter(budget_alerts | Q(project=scope.project) | Q(agent__project=scope.project))
+    return alerts.filter(budget_alerts | Q(agent=scope.agent))

@@ -22,3 +22,43 @@ def reconcile_budget_spend() -> dict:
 
     report = budget_spend_reconcile()
     return {"checked": report.checked, "drifted": [drift.period_id for drift in report.drifts]}
+
+
+# --- alerts (ADR 0005) --------------------------------------------------------------------------
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def deliver_alert(alert_id: int) -> int:
+    """First delivery attempt of one alert's channels, queued after the alert's commit; returns how
+    many deliveries were sent. A failure is recorded on the delivery with its next attempt time
+    (never raised for a retry here): ``retry_alert_deliveries`` retries it with backoff."""
+    from budgets.services.delivery import alert_deliver
+
+    return alert_deliver(alert_id=alert_id)
+
+
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
+def retry_alert_deliveries() -> int:
+    """Attempt every delivery that is due (pending whose first attempt never ran, e.g. the broker was
+    down, or failed whose backoff has passed); returns how many were sent."""
+    from budgets.services.delivery import deliveries_retry_due
+
+    return deliveries_retry_due()
+
+
+@shared_task(acks_late=True, soft_time_limit=540, time_limit=600)
+def forecast_budget_spend() -> int:
+    """Project each budget's spend to the end of its own period; record a forecast alert (once per
+    period) where the projection crosses the limit. Returns how many alerts were recorded."""
+    from budgets.services.forecasts import budget_forecasts_run
+
+    return budget_forecasts_run()
+
+
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
+def detect_spend_anomalies() -> int:
+    """Flag agents and projects whose spend in the current hour / day is far above their own baseline
+    (once per window). Returns how many alerts were recorded."""
+    from budgets.services.anomalies import spend_anomalies_detect
+
+    return spend_anomalies_detect()

@@ -15,4 +15,19 @@ BEAT_SCHEDULE = {
         "task": "budgets.tasks.reconcile_budget_spend",
         "schedule": crontab(minute="*/15"),
     },
+    # Alert deliveries whose first attempt never ran or failed: retried with exponential backoff.
+    "budgets-retry-alert-deliveries": {
+        "task": "budgets.tasks.retry_alert_deliveries",
+        "schedule": crontab(),
+    },
+    # Project every budget to the end of its own period; alert once per period when it will exceed.
+    "budgets-forecast-spend": {
+        "task": "budgets.tasks.forecast_budget_spend",
+        "schedule": crontab(minute="7"),
+    },
+    # Spend spikes of agents and projects against their own baseline (current hour and day windows).
+    "budgets-detect-anomalies": {
+        "task": "budgets.tasks.detect_spend_anomalies",
+        "schedule": crontab(minute="*/5"),
+    },
 }

@@ -35,10 +35,21 @@ class OrganizationForm(forms.ModelForm):
         initial="UTC",
         help_text="Sprint dates and calendar budget periods are read in this time zone.",
     )
+    alert_webhook_url = forms.URLField(
+        max_length=500,
+        required=False,
+        assume_scheme="https",
+        label="Alert webhook URL",
+        help_text="Optional Slack-compatible incoming webhook: each alert is POSTed as {\"text\": ...}.",
+    )
 
     class Meta:
         model = Organization
-        fields = ["name", "slug", "timezone"]
+        fields = ["name", "slug", "timezone", "alert_emails", "alert_webhook_url"]
+        help_texts = {
+            "alert_emails": "Who receives every budget alert of this organization (comma-separated e-mail addresses).",
+            "alert_webhook_url": 'Optional Slack-compatible incoming webhook: each alert is POSTed as {"text": ...}.',
+        }
 
 
 class ProjectInline(admin.TabularInline):

@@ -10,6 +10,7 @@ import zoneinfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
 from django.db import models
 from django.db.models import F, Q
 
@@ -23,11 +24,36 @@ def _validate_timezone(value: str) -> None:
         raise ValidationError(f"Unknown time zone {value!r}.") from exc
 
 
+def validate_email_list(value: str) -> None:
+    """Comma- or newline-separated e-mail addresses (blank: none)."""
+    bad = [address for address in split_email_list(value) if not _is_email(address, validate_email)]
+    if bad:
+        raise ValidationError(f"Not an e-mail address: {', '.join(bad)}.")
+
+
+def _is_email(address: str, validator) -> bool:
+    try:
+        validator(address)
+    except ValidationError:
+        return False
+    return True
+
+
+def split_email_list(value: str) -> list[str]:
+    return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+
+
 class Organization(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     # Dates (sprint membership, calendar budget periods) are taken in this zone.
     timezone = models.CharField(max_length=64, default="UTC", validators=[_validate_timezone])
+    # Alert contacts: who gets every budget alert of the organization (comma-separated e-mails), and an
+    # optional Slack-compatible incoming webhook (a JSON {"text": ...} POST per alert).
+    alert_emails = models.TextField(blank=True, default="", validators=[validate_email_list])
+    alert_webhook_url = models.URLField(
+        max_length=500, blank=True, default="", validators=[URLValidator(schemes=["http", "https"])]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

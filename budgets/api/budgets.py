@@ -129,6 +129,7 @@ def budget_payload(live: BudgetLive) -> dict:
         "action": budget.action,
         "downgrade_model": budget.downgrade_model,
         "is_active": budget.is_active,
+        "alert_emails": budget.alert_emails,
         "period_start": live.period_start,
         "period_end": live.period_end,
         "spent_usd": format_usd(live.spent_usd),
@@ -162,6 +163,7 @@ class BudgetOutputSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=ExceededAction.choices)
     downgrade_model = serializers.CharField()
     is_active = serializers.BooleanField()
+    alert_emails = serializers.CharField(help_text="Who else hears of its alerts (comma-separated e-mails).")
     period_start = serializers.DateTimeField(allow_null=True, help_text="Current period; null when there is none.")
     period_end = serializers.DateTimeField(allow_null=True, help_text="Null for open-ended ('total') periods.")
     spent_usd = serializers.CharField(help_text=f"Settled spend in the current period. {_MONEY}")
@@ -194,6 +196,9 @@ class BudgetInputSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=ExceededAction.choices, required=False)
     downgrade_model = serializers.CharField(max_length=255, required=False, allow_blank=True)
     is_active = serializers.BooleanField(required=False)
+    alert_emails = serializers.CharField(
+        required=False, allow_blank=True, help_text="Comma-separated e-mails that receive this budget's alerts."
+    )
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields) if isinstance(self.initial_data, dict) else set()

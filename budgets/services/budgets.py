@@ -42,6 +42,7 @@ from budgets.models import (
     default_thresholds,
     nanos_usd_text,
 )
+from budgets.services.alerts import thresholds_cross
 from budgets.services.periods import ledger_spend_nanos, period_bounds, period_ensure
 from budgets.services.settlement import reservations_close
 from config.errors import ValidationFailed
@@ -68,6 +69,7 @@ EDITABLE_FIELDS = (
     "action",
     "downgrade_model",
     "is_active",
+    "alert_emails",
 )
 # Changing one of these changes the ceiling a check compares against: rewrite the live rows.
 LIMIT_FIELDS = frozenset({"limit_usd", "grace_percent", "enforcement"})
@@ -218,9 +220,13 @@ def budget_update(
         BudgetPeriod.objects.filter(budget=current).delete()
     elif LIMIT_FIELDS & changes.keys():
         now = now or timezone.now()
-        BudgetPeriod.objects.filter(budget=current).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now)).update(
-            limit_nanos=current.limit_nanos, ceiling_nanos=current.ceiling_nanos, updated_at=now
-        )
+        live = BudgetPeriod.objects.filter(budget=current).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+        live.update(limit_nanos=current.limit_nanos, ceiling_nanos=current.ceiling_nanos, updated_at=now)
+        if "limit_usd" in changes and current.is_active:
+            # A changed limit re-arms the thresholds (the alert key holds the limit): the spend already
+            # booked this period crosses them again against the new limit, now.
+            for period in live.filter(starts_at__lte=now):
+                thresholds_cross(budget=current, period=period, before_nanos=0)
     _audit(budget=current, action=AuditAction.BUDGET_CHANGED, changes=changes, actor=actor, actor_label=actor_label)
     return current
 

@@ -139,18 +139,7 @@ def ledger_spend_nanos(budget: Budget, bounds: Bounds) -> int:
     rows = UsageRecord.objects.filter(organization_id=budget.organization_id, occurred_at__gte=bounds.starts_at)
     if bounds.ends_at is not None:
         rows = rows.filter(occurred_at__lt=bounds.ends_at)
-    if budget.agent_id:
-        rows = rows.filter(agent_id=budget.agent_id)
-    elif budget.sprint_id:
-        rows = rows.filter(sprint_id=budget.sprint_id)
-    elif budget.project_id:
-        rows = rows.filter(project_id=budget.project_id)
-    if budget.model_filter:
-        rows = rows.filter(Q(model=budget.model_filter) | Q(model__endswith="/" + budget.model_filter))
-    nanos = Value(Decimal(NANOS_PER_USD), output_field=DecimalField(max_digits=24, decimal_places=0))
-    total = rows.filter(cost_usd__isnull=False).aggregate(
-        total=Sum(Round(F("cost_usd") * nanos), output_field=DecimalField(max_digits=30, decimal_places=0))
-    )["total"]
+    total = rows.filter(ledger_coverage(budget), cost_usd__isnull=False).aggregate(total=ledger_nanos_sum())["total"]
     return int(total or 0)
 
 
@@ -177,6 +166,38 @@ def period_ensure(budget: Budget, bounds: Bounds) -> tuple[BudgetPeriod, bool]:
                 ceiling_nanos=budget.ceiling_nanos,
                 spent_nanos=spent,
             )
-        return period, True
     except IntegrityError:
         return BudgetPeriod.objects.get(budget=budget, starts_at=bounds.starts_at), False
+    if spent:
+        # The spend this period starts with was booked before the budget counted it (a budget added
+        # or re-shaped mid-period): its thresholds are crossed now, from zero — each still only once
+        # per period, since the alert's key is the period's start, not this row.
+        from budgets.services.alerts import thresholds_cross
+
+        thresholds_cross(budget=budget, period=period, before_nanos=0)
+    return period, True
+
+
+def ledger_coverage(budget: Budget) -> Q:
+    """The ledger rows ``budget`` counts, whatever the time range: its node (agent, sprint, project
+    or the whole organization) and its model filter — :func:`covers` as a query filter. The
+    organization is not part of it: callers filter ``organization_id`` themselves (an index lead)."""
+    coverage = Q()
+    if budget.agent_id:
+        coverage &= Q(agent_id=budget.agent_id)
+    elif budget.sprint_id:
+        coverage &= Q(sprint_id=budget.sprint_id)
+    elif budget.project_id:
+        coverage &= Q(project_id=budget.project_id)
+    if budget.model_filter:
+        coverage &= Q(model=budget.model_filter) | Q(model__endswith="/" + budget.model_filter)
+    return coverage
+
+
+def ledger_nanos_sum(*, where: Q | None = None) -> Sum:
+    """``SUM`` of each ledger row's cost rounded half-up to the nano-dollar (the rule settlement
+    applies per row), optionally over the rows matching ``where`` only (a conditional aggregate,
+    so one query can sum several ranges or budgets). Null (unpriced) costs add nothing; an empty
+    sum is None."""
+    nanos = Value(Decimal(NANOS_PER_USD), output_field=DecimalField(max_digits=24, decimal_places=0))
+    return Sum(Round(F("cost_usd") * nanos), filter=where, output_field=DecimalField(max_digits=30, decimal_places=0))

@@ -36,8 +36,9 @@ from budgets.models import (
     ReservationStatus,
     usd_to_nanos,
 )
+from budgets.services.alerts import thresholds_cross
 from budgets.services.periods import Bounds, covers, period_bounds, period_ensure
-from config.db import fetch_instances, in_list
+from config.db import fetch_instances, in_list, row_shape
 from costs.models import Organization, Sprint, UsageRecord
 
 _RESERVATION_TABLE = Reservation._meta.db_table
@@ -96,9 +97,10 @@ def _settle_organization(organization_id: int, rows: list[UsageRecord], now: dat
     reserved = _holds_by_period(_settle_reservations(organization_id, rows, now))
     budgets = _active_budgets(rows[0].organization)
     spent: dict[int, int] = {}
+    budget_of: dict[int, Budget] = {}
     if budgets:
-        spent = _spend_by_period(budgets, rows)
-    _apply(reserved, spent, now)
+        spent, budget_of = _spend_by_period(budgets, rows)
+    _apply(reserved, spent, now, budget_of=budget_of)
 
 
 def _active_budgets(organization: Organization) -> list[Budget]:
@@ -167,12 +169,13 @@ def _holds_by_period(reservation_ids: list) -> dict[int, int]:
         return {period_id: int(total) for period_id, total in cursor.fetchall()}
 
 
-def _spend_by_period(budgets: list[Budget], rows: list[UsageRecord]) -> dict[int, int]:
-    """``{period_id: nano-dollars}`` to add to ``spent_nanos``, periods created on first use."""
+def _spend_by_period(budgets: list[Budget], rows: list[UsageRecord]) -> tuple[dict[int, int], dict[int, Budget]]:
+    """``{period_id: nano-dollars}`` to add to ``spent_nanos`` (periods created on first use), and
+    ``{period_id: budget}`` for those periods."""
     priced = [(row, usd_to_nanos(row.cost_usd)) for row in rows if row.cost_usd is not None]
     priced = [(row, nanos) for row, nanos in priced if nanos]
     if not priced:
-        return {}
+        return {}, {}
     sprints = _sprints_for(budgets)
     # (budget id, period start) -> [budget, bounds, nano-dollars]
     wanted: dict[tuple[int, datetime], list] = {}
@@ -197,7 +200,7 @@ def _spend_by_period(budgets: list[Budget], rows: list[UsageRecord]) -> dict[int
             else:
                 entry[2] += nanos
     if not wanted:
-        return {}
+        return {}, {}
 
     budget_ids = sorted({budget_id for budget_id, _ in wanted})
     starts = sorted({starts_at for _, starts_at in wanted})
@@ -209,6 +212,7 @@ def _spend_by_period(budgets: list[Budget], rows: list[UsageRecord]) -> dict[int
     )
     existing = {(period.budget_id, period.starts_at): period.id for period in found}
     spent: dict[int, int] = defaultdict(int)
+    budget_of: dict[int, Budget] = {}
     # Create missing periods in one global order so concurrent batches cannot deadlock on them.
     for key in sorted(wanted):
         budget, bounds, nanos = wanted[key]
@@ -216,10 +220,13 @@ def _spend_by_period(budgets: list[Budget], rows: list[UsageRecord]) -> dict[int
         if period_id is None:
             period, created = period_ensure(budget, bounds)
             if created:
-                continue  # initialised from the ledger, which already includes these rows
+                # Initialised from the ledger, which already includes these rows (period_ensure
+                # also sent the thresholds that spend crossed).
+                continue
             period_id = period.id
         spent[period_id] += nanos
-    return spent
+        budget_of[period_id] = budget
+    return spent, budget_of
 
 
 def _sprints_for(budgets: list[Budget]) -> list[Sprint] | None:
@@ -234,9 +241,18 @@ def _sprints_for(budgets: list[Budget]) -> list[Sprint] | None:
     return list(Sprint.objects.filter(project_id__in=project_ids))
 
 
-def _apply(reserved: dict[int, int], spent: dict[int, int], now: datetime) -> None:
-    """One UPDATE per touched period, in ascending id (the lock order every writer follows)."""
+def _apply(
+    reserved: dict[int, int], spent: dict[int, int], now: datetime, *, budget_of: dict[int, Budget] | None = None
+) -> None:
+    """One UPDATE per touched period, in ascending id (the lock order every writer follows).
+
+    Where spend is added, the UPDATE returns the period as it left it, and the thresholds that this
+    one addition carried ``spent_nanos`` across are sent (``budget_threshold_crossed``): the row lock
+    serialises concurrent additions, so each (before, after) pair is seen by exactly one of them.
+    """
     updated_at = connection.ops.adapt_datetimefield_value(now)
+    returned = row_shape(BudgetPeriod, _RETURNED_FIELDS)
+    crossings: list[tuple[Budget, BudgetPeriod, int]] = []
     with connection.cursor() as cursor:
         for period_id in sorted(reserved.keys() | spent.keys()):
             release, add = reserved.get(period_id, 0), spent.get(period_id, 0)
@@ -247,6 +263,19 @@ def _apply(reserved: dict[int, int], spent: dict[int, int], now: datetime) -> No
             cursor.execute(
                 f"UPDATE {_PERIOD_TABLE} SET spent_nanos = spent_nanos + %s, "
                 f"reserved_nanos = CASE WHEN reserved_nanos > %s THEN reserved_nanos - %s ELSE 0 END, "
-                f"updated_at = %s WHERE id = %s",
+                f"updated_at = %s WHERE id = %s RETURNING {returned.select()}",
                 [add, release, release, updated_at, period_id],
             )
+            row = cursor.fetchone()
+            budget = (budget_of or {}).get(period_id)
+            if add and row is not None and budget is not None:
+                period = returned.instance(row)
+                crossings.append((budget, period, period.spent_nanos - add))
+    # After every counter update, so receivers' writes (alerts, an agent paused) take their locks
+    # after the periods', in the order every writer follows.
+    for budget, period, before in crossings:
+        thresholds_cross(budget=budget, period=period, before_nanos=before)
+
+
+# What a counter update returns for threshold detection (a BudgetPeriod instance, no extra query).
+_RETURNED_FIELDS = ("id", "budget_id", "starts_at", "ends_at", "limit_nanos", "ceiling_nanos", "spent_nanos")

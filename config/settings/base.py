@@ -119,6 +119,10 @@ else:
     CELERY_TASK_EAGER_PROPAGATES = True
 
 CELERY_TIMEZONE = "UTC"
+# A broker that drops packets must not hold a request: alert deliveries are queued from on_commit, and
+# one that cannot be queued stays pending for the retry job (budgets.services.delivery).
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 2}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -139,8 +143,18 @@ STATIC_ROOT = VAR_DIR / "static"
 
 LOGIN_URL = "admin:login"
 
+# Alerts go out by e-mail: the console in the embedded default; set EMAIL_BACKEND to
+# django.core.mail.backends.smtp.EmailBackend and EMAIL_HOST / EMAIL_PORT / ... for a mail server.
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="spendguard@localhost")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+# Seconds; a mail server that hangs delays one delivery attempt, never a request.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -194,3 +208,13 @@ SPENDGUARD_BUDGET_STORE_FAILURE = env.str("SPENDGUARD_BUDGET_STORE_FAILURE", def
 # Per-process cache of catalog prices used to price checks, seconds (0 disables). Staleness only
 # affects the reserved estimate; settlement books the actual cost with the price in effect.
 SPENDGUARD_CHECK_PRICE_CACHE_SECONDS = env.int("SPENDGUARD_CHECK_PRICE_CACHE_SECONDS", default=60)
+
+# --- Alerts (budgets.services.alerts / delivery, ADR 0005) ---
+# Where people open Spendguard: links in alert e-mails and webhook messages start with it.
+SPENDGUARD_BASE_URL = env.str("SPENDGUARD_BASE_URL", default="http://127.0.0.1:8000")
+# A failed delivery is retried after base x 2^(attempts - 1) seconds, capped, up to this many attempts.
+SPENDGUARD_ALERT_DELIVERY_MAX_ATTEMPTS = env.int("SPENDGUARD_ALERT_DELIVERY_MAX_ATTEMPTS", default=15)
+SPENDGUARD_ALERT_RETRY_BASE_SECONDS = env.int("SPENDGUARD_ALERT_RETRY_BASE_SECONDS", default=60)
+SPENDGUARD_ALERT_RETRY_MAX_SECONDS = env.int("SPENDGUARD_ALERT_RETRY_MAX_SECONDS", default=3600)
+# Seconds to wait for a webhook endpoint.
+SPENDGUARD_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.int("SPENDGUARD_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10)

@@ -88,5 +88,15 @@ def agent_set_status(*, agent: Agent, status: str) -> bool:
     return changed
 
 
+def agent_set_model_override(*, agent: Agent, model: str) -> bool:
+    """Make ``agent``'s budget checks answer ``model`` instead of the one asked for ("" clears it).
+
+    Returns True when the override changed. Guarded update, so concurrent callers write once.
+    """
+    changed = Agent.objects.filter(pk=agent.pk).exclude(model_override=model).update(model_override=model) == 1
+    agent.model_override = model
+    return changed
+
+
 def _title(slug: str) -> str:
     return slug.replace("-", " ").replace("_", " ").strip().title() or slug

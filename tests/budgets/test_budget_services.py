@@ -126,6 +126,7 @@ def test_create_writes_the_budget_and_an_audit_row_with_every_field(organization
         "thresholds": {"old": None, "new": [50, 75, 90, 100]},
         "action": {"old": None, "new": "block"},
         "downgrade_model": {"old": None, "new": ""},
+        "alert_emails": {"old": None, "new": ""},
         "is_active": {"old": None, "new": True},
     }
 

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from freezegun import freeze_time
 
 from budgets.management.commands.seed_demo_budgets import SPECS, size_limit
-from budgets.models import AuditEntry, Budget, BudgetPeriod, PeriodKind
+from budgets.models import AlertDelivery, AuditEntry, Budget, BudgetPeriod, PeriodKind
 from budgets.selectors import budget_queryset, budgets_live
 from budgets.services.periods import ledger_spend_nanos, period_bounds
 
@@ -78,7 +78,11 @@ def check_the_demo_states() -> None:
 def test_budgets_in_each_state_at_each_level_and_idempotent():
     output = seed_all()
 
-    assert "Demo budgets on 'Acme AI': 12 created, 0 resized, 12 in all." in output
+    # Warning budgets (~95 %) crossed 50, 75 and 90 %, exceeded ones (~125 %) 100 % too: 4 x 3 + 4 x 4.
+    assert (
+        "Demo budgets on 'Acme AI': 12 created, 0 resized, 12 in all; 28 new alert(s); "
+        "new alerts are e-mailed to finops@acme.example." in output
+    )
     check_the_demo_states()
     before = {b.name: (b.pk, b.limit_usd, b.period) for b in Budget.objects.all()}
     audit_rows = AuditEntry.objects.count()
@@ -86,11 +90,13 @@ def test_budgets_in_each_state_at_each_level_and_idempotent():
 
     again = seed_budgets()
 
-    assert "0 created, 0 resized, 12 in all." in again
+    assert "0 created, 0 resized, 12 in all; 0 new alert(s);" in again
     assert {b.name: (b.pk, b.limit_usd, b.period) for b in Budget.objects.all()} == before
     assert AuditEntry.objects.count() == audit_rows
-    # Reads created no live rows: the first check or settlement does.
-    assert not BudgetPeriod.objects.exists()
+    # Each active budget's live period was started (so its seeded alerts fired at seed time, without
+    # e-mails: the contacts are set after them).
+    assert BudgetPeriod.objects.values("budget").distinct().count() == Budget.objects.filter(is_active=True).count()
+    assert not AlertDelivery.objects.exists()
 
 
 def test_states_come_out_right_just_after_every_period_began():

@@ -23,14 +23,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from budgets.models import Budget, Enforcement, ExceededAction, PeriodKind, nanos_to_usd
+from budgets.models import Budget, BudgetAlert, Enforcement, ExceededAction, PeriodKind, nanos_to_usd
 from budgets.selectors import LiveStatus, budget_queryset, budgets_live
 from budgets.services.budgets import budget_create, budget_update
-from budgets.services.periods import ledger_spend_nanos, period_bounds
+from budgets.services.periods import ledger_spend_nanos, period_bounds, period_ensure
 from costs.models import Agent, Organization, Project, Sprint
 
 ORGANIZATION_SLUG = "acme"
 ACTOR = "seed_demo_budgets"
+DEMO_ALERT_EMAIL = "finops@acme.example"
 # Share of the limit the current spend should be, per target state.
 TARGET_SHARE = {
     LiveStatus.OK: Decimal("0.30"),
@@ -136,6 +137,7 @@ class Command(BaseCommand):
         now = timezone.now()
         created = updated = 0
         names = []
+        alerts_before = BudgetAlert.objects.filter(organization=organization).count()
         with transaction.atomic():
             for spec in SPECS:
                 fields = self._fields(organization, spec, now)
@@ -148,13 +150,28 @@ class Command(BaseCommand):
                     after = budget_update(budget=existing, data=fields, actor_label=ACTOR, now=now)
                     updated += after.updated_at != before
                 names.append(spec.name)
+            # Start each budget's live period now, as its first check would: the thresholds its seeded
+            # spend already crossed alert here, once, rather than all at the walkthrough's first request.
+            for budget in budget_queryset().filter(organization=organization, name__in=names, is_active=True):
+                bounds = period_bounds(budget, now)
+                if bounds is not None:
+                    period_ensure(budget, bounds)
+            if not organization.alert_emails:
+                # From now on alerts are e-mailed (to the console, the embedded default's backend). Set
+                # after the seeded alerts, which stay in the admin without flooding the demo's terminal.
+                organization.alert_emails = DEMO_ALERT_EMAIL
+                organization.save(update_fields=["alert_emails"])
+        alerts = BudgetAlert.objects.filter(organization=organization).count() - alerts_before
 
         live = budgets_live(
             budgets=budget_queryset().filter(organization=organization, name__in=names).order_by("name"), now=now
         )
         wanted = {spec.name: spec.state for spec in SPECS}
         out = self.stdout.write
-        out(f"Demo budgets on {organization.name!r}: {created} created, {updated} resized, {len(SPECS)} in all.")
+        out(
+            f"Demo budgets on {organization.name!r}: {created} created, {updated} resized, {len(SPECS)} in all; "
+            f"{alerts} new alert(s); new alerts are e-mailed to {organization.alert_emails}."
+        )
         for item in live:
             budget = item.budget
             node = budget.agent or budget.sprint or budget.project or "organization"
