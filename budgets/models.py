@@ -450,11 +450,17 @@ class BudgetAlert(models.Model):
                 condition=Q(kind__in=["threshold", "forecast"]),
                 name="alert_once_per_period_threshold",
             ),
+            # One per subject (an agent or a project) and window; two partial constraints rather than
+            # one with NULLS NOT DISTINCT, which SQLite (the embedded default) does not enforce.
             models.UniqueConstraint(
-                fields=["organization", "project", "agent", "window", "window_start"],
-                condition=Q(kind="anomaly"),
-                nulls_distinct=False,
-                name="alert_anomaly_once_per_window",
+                fields=["organization", "agent", "window", "window_start"],
+                condition=Q(kind="anomaly", agent__isnull=False),
+                name="alert_anomaly_once_per_agent_window",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "project", "window", "window_start"],
+                condition=Q(kind="anomaly", project__isnull=False),
+                name="alert_anomaly_once_per_project_window",
             ),
             models.CheckConstraint(
                 condition=(

@@ -40,7 +40,7 @@ class OrganizationForm(forms.ModelForm):
         required=False,
         assume_scheme="https",
         label="Alert webhook URL",
-        help_text="Optional Slack-compatible incoming webhook: each alert is POSTed as {\"text\": ...}.",
+        help_text='Optional Slack-compatible incoming webhook: each alert is POSTed as {"text": ...}.',
     )
 
     class Meta:

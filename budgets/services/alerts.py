@@ -112,6 +112,7 @@ _KEYS = {
     AlertKind.FORECAST: ("budget", "period_start", "kind", "threshold_percent", "limit_nanos"),
     AlertKind.ANOMALY: ("organization_id", "project", "agent", "window", "window_start", "kind"),
 }
+# (An anomaly names either an agent or a project, so filtering on both, one of them null, is its key.)
 
 
 def alert_record(
