@@ -16,7 +16,9 @@ STAMP := $(VENV)/.spendguard-installed
 
 # The demo always runs on the embedded default (SQLite under var/, eager Celery, local-memory cache,
 # console email), whatever DATABASE_URL / REDIS_URL the shell has: it must never seed a real database.
-DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DJANGO_SETTINGS_MODULE=config.settings.base
+# Links in alert e-mails point at the demo's own port.
+DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DJANGO_SETTINGS_MODULE=config.settings.base \
+	SPENDGUARD_BASE_URL=http://127.0.0.1:$(PORT)
 
 .PHONY: install demo test lint bench
 
