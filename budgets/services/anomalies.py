@@ -42,13 +42,23 @@ window), plus the organizations themselves and the names of flagged subjects.
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from fractions import Fraction
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from budgets.models import NANOS_PER_USD, AlertKind, AlertSeverity, AnomalyWindow, BudgetAlert
+from budgets.models import (
+    NANOS_PER_USD,
+    AlertKind,
+    AlertSeverity,
+    AnomalyWindow,
+    BudgetAlert,
+    nanos_to_usd,
+    usd_to_nanos,
+)
 from budgets.services.alerts import alert_record
 from budgets.services.forecasts import fraction_round_half_up, usd_cents_text
 from budgets.services.periods import ledger_nanos_sum, next_local_midnight
@@ -56,6 +66,7 @@ from costs.models import Agent, Organization, Project, UsageRecord
 
 logger = logging.getLogger(__name__)
 
+# The defaults of the SPENDGUARD_ANOMALY_* settings (config/settings/base.py), which are read per call:
 # cutoff = median + max(MAD_K x MAD, MIN_EXCESS_NANOS, (MIN_RATIO - 1) x median); see the docstring.
 MAD_K = 6
 MIN_EXCESS_NANOS = 1 * NANOS_PER_USD
@@ -64,6 +75,11 @@ MIN_RATIO = 2
 # must lie after the subject's first spend.
 BASELINE_WINDOWS = 14
 MIN_HISTORY = 7
+
+
+def _setting(name: str, default):
+    return getattr(settings, f"SPENDGUARD_ANOMALY_{name}", default)
+
 
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
@@ -125,18 +141,19 @@ class _Check:
 
 def _checks(now: datetime, timezone_name: str) -> list[_Check]:
     """The windows one run checks at ``now``: this hour and the last, today and yesterday."""
+    windows = _setting("BASELINE_WINDOWS", BASELINE_WINDOWS)
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     checks = []
     for start in (hour, hour - _HOUR):
-        baseline = tuple(_Window(start - d * _DAY, start - d * _DAY + _HOUR) for d in range(1, BASELINE_WINDOWS + 1))
+        baseline = tuple(_Window(start - d * _DAY, start - d * _DAY + _HOUR) for d in range(1, windows + 1))
         checks.append(_Check(AnomalyWindow.HOUR, _Window(start, start + _HOUR), baseline))
     # Local days, newest first: days[0] is today, days[i] the day i days ago.
     midnights = [next_local_midnight(now, timezone_name)]
-    for _ in range(BASELINE_WINDOWS + 2):
+    for _ in range(windows + 2):
         midnights.append(_previous_local_midnight(midnights[-1], timezone_name))
-    days = [_Window(midnights[i + 1], midnights[i]) for i in range(BASELINE_WINDOWS + 2)]
+    days = [_Window(midnights[i + 1], midnights[i]) for i in range(windows + 2)]
     for offset in (0, 1):
-        checks.append(_Check(AnomalyWindow.DAY, days[offset], tuple(days[offset + 1 : offset + 1 + BASELINE_WINDOWS])))
+        checks.append(_Check(AnomalyWindow.DAY, days[offset], tuple(days[offset + 1 : offset + 1 + windows])))
     return checks
 
 
@@ -247,9 +264,14 @@ def _anomalous(subject: _Subject, check: _Check) -> tuple[int, Cutoff] | None:
     if spend <= 0:
         return None
     history = [subject.spend[w.alias] for w in check.baseline if w.end > subject.first_seen]
-    if len(history) < MIN_HISTORY:
+    if len(history) < _setting("MIN_HISTORY", MIN_HISTORY):
         return None
-    cutoff = spend_cutoff(history)
+    cutoff = spend_cutoff(
+        history,
+        k=_setting("MAD_K", MAD_K),
+        min_excess_nanos=usd_to_nanos(Decimal(_setting("MIN_EXCESS_USD", nanos_to_usd(MIN_EXCESS_NANOS)))),
+        min_ratio=_setting("MIN_RATIO", MIN_RATIO),
+    )
     if spend < cutoff.cutoff_nanos:
         return None
     return spend, cutoff

@@ -218,3 +218,13 @@ SPENDGUARD_ALERT_RETRY_BASE_SECONDS = env.int("SPENDGUARD_ALERT_RETRY_BASE_SECON
 SPENDGUARD_ALERT_RETRY_MAX_SECONDS = env.int("SPENDGUARD_ALERT_RETRY_MAX_SECONDS", default=3600)
 # Seconds to wait for a webhook endpoint.
 SPENDGUARD_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.int("SPENDGUARD_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10)
+
+# --- Forecast and anomaly alerts (budgets.services.forecasts / anomalies, ADR 0005) ---
+# Anomaly cutoff = median + max(K x MAD, MIN_EXCESS_USD, (MIN_RATIO - 1) x median) over the baseline
+# windows: the same hour on the previous BASELINE_WINDOWS days / the previous BASELINE_WINDOWS days,
+# of which at least MIN_HISTORY must lie after the subject's first spend (new agents never alert).
+SPENDGUARD_ANOMALY_MAD_K = env.int("SPENDGUARD_ANOMALY_MAD_K", default=6)
+SPENDGUARD_ANOMALY_MIN_EXCESS_USD = env.str("SPENDGUARD_ANOMALY_MIN_EXCESS_USD", default="1")
+SPENDGUARD_ANOMALY_MIN_RATIO = env.int("SPENDGUARD_ANOMALY_MIN_RATIO", default=2)
+SPENDGUARD_ANOMALY_BASELINE_WINDOWS = env.int("SPENDGUARD_ANOMALY_BASELINE_WINDOWS", default=14)
+SPENDGUARD_ANOMALY_MIN_HISTORY = env.int("SPENDGUARD_ANOMALY_MIN_HISTORY", default=7)

@@ -219,6 +219,20 @@ def test_new_agents_and_projects_without_enough_history_are_never_flagged(organi
     ]
 
 
+def test_the_history_needed_and_the_floor_are_settings(organization, settings):
+    lab = ProjectFactory(organization=organization, name="Lab", slug="lab")
+    junior = AgentFactory(project=lab, name="junior")
+    usage_rows([(junior, HOUR - dt.timedelta(days=d), "1.00") for d in range(1, 7)])
+    usage_rows([(junior, HOUR + dt.timedelta(minutes=15), "50.00")])
+    settings.SPENDGUARD_ANOMALY_MIN_EXCESS_USD = "100"
+    settings.SPENDGUARD_ANOMALY_MIN_HISTORY = 6
+
+    assert spend_anomalies_detect(now=NOW) == 0  # six days are enough now, but $50 is under a $100 floor
+
+    settings.SPENDGUARD_ANOMALY_MIN_EXCESS_USD = "1"
+    assert spend_anomalies_detect(now=NOW) == 4
+
+
 def test_a_day_far_above_the_usual_flags_the_agent_and_its_project_in_the_organizations_day():
     organization = OrganizationFactory(slug="nyc", name="NYC", timezone="America/New_York")
     project = ProjectFactory(organization=organization, name="Billing", slug="billing")
