@@ -162,6 +162,12 @@ class Budget(models.Model):
         return BudgetScope.ORGANIZATION
 
     @property
+    def period_word(self) -> str:
+        """The period kind for sentences ("... of its monthly budget"): daily ... yearly, sprint, total,
+        custom-range."""
+        return "custom-range" if self.period == PeriodKind.CUSTOM else str(self.period)
+
+    @property
     def limit_nanos(self) -> int:
         return usd_to_nanos(self.limit_usd)
 

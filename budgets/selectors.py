@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import DecimalField, F, Q, QuerySet, Sum, Value
-from django.db.models.functions import Round
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from budgets.models import NANOS_PER_USD, Budget, BudgetAlert, BudgetPeriod, PeriodKind, nanos_to_usd
-from budgets.services.periods import Bounds, period_bounds
+from budgets.models import Budget, BudgetAlert, BudgetPeriod, PeriodKind, nanos_to_usd
+from budgets.services.periods import Bounds, ledger_coverage, ledger_nanos_sum, period_bounds
 from costs.models import Sprint, UsageRecord
 from costs.services.scope import KeyScope
 
@@ -190,26 +189,13 @@ def _ledger_spend(budgets: list[Budget], missing: dict[int, Bounds]) -> dict[int
     if not missing:
         return {}
     by_id = {b.pk: b for b in budgets}
-    nanos = Value(Decimal(NANOS_PER_USD), output_field=DecimalField(max_digits=24, decimal_places=0))
     sums = {}
     for budget_id, bounds in missing.items():
         budget = by_id[budget_id]
         condition = Q(organization_id=budget.organization_id, occurred_at__gte=bounds.starts_at)
         if bounds.ends_at is not None:
             condition &= Q(occurred_at__lt=bounds.ends_at)
-        if budget.agent_id:
-            condition &= Q(agent_id=budget.agent_id)
-        elif budget.sprint_id:
-            condition &= Q(sprint_id=budget.sprint_id)
-        elif budget.project_id:
-            condition &= Q(project_id=budget.project_id)
-        if budget.model_filter:
-            condition &= Q(model=budget.model_filter) | Q(model__endswith="/" + budget.model_filter)
-        sums[f"b{budget_id}"] = Sum(
-            Round(F("cost_usd") * nanos),
-            filter=condition,
-            output_field=DecimalField(max_digits=30, decimal_places=0),
-        )
+        sums[f"b{budget_id}"] = ledger_nanos_sum(where=condition & ledger_coverage(budget))
     rows = UsageRecord.objects.filter(
         organization_id__in={by_id[i].organization_id for i in missing},
         occurred_at__gte=min(b.starts_at for b in missing.values()),

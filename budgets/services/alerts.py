@@ -89,7 +89,7 @@ def threshold_alert_record(
     """Record that ``budget``'s ``period`` reached ``threshold`` % (None if already recorded)."""
     percent_of_limit = spent_nanos * 100 // limit_nanos if limit_nanos else 0
     message = (
-        f"{budget_node_label(budget)} reached {threshold}% of its {budget.get_period_display().split(' (')[0].lower()}"
+        f"{budget_node_label(budget)} reached {threshold}% of its {budget.period_word}"
         f" budget {budget.name!r}: ${nanos_usd_text(spent_nanos)} of ${nanos_usd_text(limit_nanos)}"
         f" ({percent_of_limit}%)."
     )

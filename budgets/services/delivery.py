@@ -46,7 +46,6 @@ from budgets.models import (
     BudgetAlert,
     DeliveryChannel,
     DeliveryStatus,
-    PeriodKind,
     nanos_to_usd,
 )
 from budgets.services.alerts import budget_node_label
@@ -63,16 +62,6 @@ LEASE_TIMEOUT_MULTIPLE = 20
 ERROR_MAX_CHARS = 1000
 WEBHOOK_BODY_IN_ERROR_CHARS = 200
 
-PERIOD_WORDS = {
-    PeriodKind.DAILY: "daily",
-    PeriodKind.WEEKLY: "weekly",
-    PeriodKind.MONTHLY: "monthly",
-    PeriodKind.QUARTERLY: "quarterly",
-    PeriodKind.YEARLY: "yearly",
-    PeriodKind.SPRINT: "sprint",
-    PeriodKind.TOTAL: "total",
-    PeriodKind.CUSTOM: "custom-range",
-}
 WINDOW_LENGTHS = {AnomalyWindow.HOUR: timedelta(hours=1), AnomalyWindow.DAY: timedelta(days=1)}
 WINDOW_PHRASES = {AnomalyWindow.HOUR: "in the last hour", AnomalyWindow.DAY: "in the last day"}
 
@@ -352,7 +341,7 @@ def _context(alert: BudgetAlert) -> dict:
     else:
         context["node_label"] = budget_node_label(budget) if budget is not None else "A deleted budget"
         context["budget_name"] = budget.name if budget is not None else ""
-        context["period_word"] = PERIOD_WORDS.get(budget.period, "") if budget is not None else ""
+        context["period_word"] = budget.period_word if budget is not None else ""
         context["threshold"] = alert.threshold_percent
         limit = alert.limit_nanos or 0
         remaining = limit - alert.spend_nanos

@@ -270,7 +270,7 @@ def _forecast_alert_record(
         period, _ = period_ensure(budget, bounds)
     local_zone = budget.organization.timezone if budget.period == PeriodKind.SPRINT else budget.timezone
     exhaustion_day = projection.exhaustion_at.astimezone(zoneinfo.ZoneInfo(local_zone)).date()
-    period_label = budget.get_period_display().split(" (")[0].lower()
+    period_label = budget.period_word
     message = (
         f"{budget_node_label(budget)} is forecast to exceed its {period_label} budget {budget.name!r}"
         f" on {exhaustion_day.isoformat()}: ${usd_cents_text(projection.projected_nanos)} projected"

@@ -285,7 +285,7 @@ def test_custom_range_budget_forecasts_to_the_ranges_end(project, agent):
     assert (alert.spend_nanos, alert.projected_nanos) == (60 * USD, 120 * USD)
     assert alert.projected_exhaustion_at == utc(2026, 11, 17, 16)
     assert alert.message == (
-        "Project Search is forecast to exceed its custom date range budget 'launch' on 2026-11-17:"
+        "Project Search is forecast to exceed its custom-range budget 'launch' on 2026-11-17:"
         " $120.00 projected against $100.00."
     )
 
