@@ -316,6 +316,8 @@ class UsageRecord(models.Model):
                 name="usage_unpriced_idx",
                 condition=Q(cost_source="unpriced"),
             ),
+            # The rollup job's "received since the watermark" scan and the reports' tail.
+            models.Index(fields=["organization", "received_at"], name="usage_org_received_idx"),
         ]
 
     def __str__(self) -> str:
@@ -328,3 +330,73 @@ class UsageRecord(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("The usage ledger is append-only: rows are never deleted.")
+
+
+# --- rollups (issue 6) --------------------------------------------------------------------------
+
+
+class DailyRollup(models.Model):
+    """The ledger summed per organization-local day and bucket (project, sprint, agent, model,
+    provider, operation). Written only by ``costs.services.rollups``, which recomputes whole days
+    from the ledger, so a bucket is always exactly the sum of its ledger rows received before the
+    organization's :class:`RollupState` watermark (ADR 0006). Money in USD (Decimal), like the ledger.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="daily_rollups")
+    # The local date of occurred_at in the organization's time zone.
+    day = models.DateField()
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    sprint = models.ForeignKey(Sprint, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    model = models.CharField(max_length=255)
+    provider = models.CharField(max_length=64, blank=True, default="")
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+
+    requests = models.PositiveBigIntegerField(default=0)
+    error_requests = models.PositiveBigIntegerField(default=0)
+    unpriced_requests = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    # Sum of the rows' cost_usd (unpriced rows add nothing), USD.
+    cost_usd = models.DecimalField(default=0, **MONEY_FIELD_KWARGS)
+
+    class Meta:
+        ordering = ["organization", "day"]
+        constraints = [
+            # One bucket per key; two partial constraints because a bucket's sprint may be null and
+            # SQLite (the embedded default) does not enforce NULLS NOT DISTINCT.
+            models.UniqueConstraint(
+                fields=["organization", "day", "project", "sprint", "agent", "model", "provider", "operation"],
+                condition=Q(sprint__isnull=False),
+                name="rollup_bucket_unique_in_sprint",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "day", "project", "agent", "model", "provider", "operation"],
+                condition=Q(sprint__isnull=True),
+                name="rollup_bucket_unique_without_sprint",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "day"], name="rollup_org_day_idx"),
+            models.Index(fields=["project", "day"], name="rollup_project_day_idx"),
+            models.Index(fields=["agent", "day"], name="rollup_agent_day_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.day} {self.model}"
+
+
+class RollupState(models.Model):
+    """How far one organization's rollups reach: every ledger row with ``received_at`` before
+    ``rolled_until`` is counted in :class:`DailyRollup`, and no later row is. Reports add the tail —
+    rows received since — from the ledger, so they are exact and current (ADR 0006)."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="rollup_state")
+    rolled_until = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"rolled until {self.rolled_until:%Y-%m-%d %H:%M:%S}"
