@@ -33,6 +33,7 @@ install: $(STAMP)
 
 demo: install
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
+	$(DEMO_ENV) $(BIN)/python manage.py sync_beat_schedule
 	$(DEMO_ENV) $(BIN)/python manage.py sync_prices
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo --base-url http://127.0.0.1:$(PORT)
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo_budgets

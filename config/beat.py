@@ -30,4 +30,11 @@ BEAT_SCHEDULE = {
         "task": "budgets.tasks.detect_spend_anomalies",
         "schedule": crontab(minute="*/5"),
     },
+    # Daily rollups of the ledger up to now - SPENDGUARD_ROLLUP_LAG_SECONDS (ADR 0006); reports add the
+    # tail since, so the cadence bounds how much tail they read, never their accuracy.
+    # Offset by a minute from the anomaly job so the two do not start together on a small worker.
+    "costs-refresh-rollups": {
+        "task": "costs.tasks.refresh_rollups",
+        "schedule": crontab(minute="1-59/5"),
+    },
 }

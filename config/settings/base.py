@@ -228,3 +228,7 @@ SPENDGUARD_ANOMALY_MIN_EXCESS_USD = env.str("SPENDGUARD_ANOMALY_MIN_EXCESS_USD",
 SPENDGUARD_ANOMALY_MIN_RATIO = env.int("SPENDGUARD_ANOMALY_MIN_RATIO", default=2)
 SPENDGUARD_ANOMALY_BASELINE_WINDOWS = env.int("SPENDGUARD_ANOMALY_BASELINE_WINDOWS", default=14)
 SPENDGUARD_ANOMALY_MIN_HISTORY = env.int("SPENDGUARD_ANOMALY_MIN_HISTORY", default=7)
+
+# Rollups (ADR 0006): the rollup watermark trails the clock by this much, longer than any ingest
+# transaction, because received_at is stamped before the row commits.
+SPENDGUARD_ROLLUP_LAG_SECONDS = env.int("SPENDGUARD_ROLLUP_LAG_SECONDS", default=60)
