@@ -13,15 +13,17 @@ the first check or settlement does (``period_ensure``), initialised from the sam
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from budgets.models import Budget, BudgetAlert, BudgetPeriod, PeriodKind, nanos_to_usd
+from budgets.models import AlertKind, Budget, BudgetAlert, BudgetPeriod, PeriodKind, nanos_to_usd, usd_to_nanos
+from budgets.services.forecasts import fraction_round_half_up, spend_projection
 from budgets.services.periods import Bounds, ledger_coverage, ledger_nanos_sum, period_bounds
-from costs.models import Sprint, UsageRecord
+from costs.analytics import local_midnight, spend_daily_series
+from costs.models import Agent, Organization, Project, Sprint, UsageRecord
 from costs.services.scope import KeyScope
 
 
@@ -225,3 +227,166 @@ def alerts_visible(*, scope: KeyScope) -> QuerySet[BudgetAlert]:
     if scope.agent is None:
         return alerts.filter(budget_alerts | Q(project=scope.project) | Q(agent__project=scope.project))
     return alerts.filter(budget_alerts | Q(agent=scope.agent))
+
+
+# --- reports: projections with an uncertainty band, recent anomalies (issue 6) -----------------
+
+# The band is projected ± BAND_Z x (spread of the remaining spend): about 95 % if daily spend varied
+# like independent draws with the burn window's spread.
+BAND_Z = Decimal(2)
+_MICROSECONDS_PER_DAY = Decimal(86_400_000_000)
+DAY = timedelta(days=1)
+
+
+class ProjectionStatus:
+    """``status`` of a budget projection (public API values)."""
+
+    EXCEEDED = "exceeded"  # settled spend has reached the limit
+    FORECAST_OVER = "forecast_over"  # the projection reaches the limit
+    AT_RISK = "at_risk"  # the projection stays below the limit, the band's high end does not
+    ON_TRACK = "on_track"  # the band's high end stays below the limit (or there is no band)
+    NO_FORECAST = "no_forecast"  # inactive, no current or no bounded period, or too young to tell
+
+    values = (EXCEEDED, FORECAST_OVER, AT_RISK, ON_TRACK, NO_FORECAST)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetProjection:
+    """Where a budget's current period is heading (nano-USD; None where there is no forecast).
+
+    ``burn_nanos_per_day``: the burn rate of :func:`budgets.services.forecasts.spend_projection`
+    per day; ``low_nanos`` / ``high_nanos``: the uncertainty band around ``projected_nanos`` (None
+    with fewer than two complete days in the burn window to measure a spread from)."""
+
+    live: BudgetLive
+    burn_nanos_per_day: int | None
+    projected_nanos: int | None
+    low_nanos: int | None
+    high_nanos: int | None
+    exhaustion_at: datetime | None
+    status: str
+
+
+def budget_projections(*, budgets: Iterable[Budget], now: datetime | None = None) -> list[BudgetProjection]:
+    """:func:`budgets_live` of ``budgets`` plus, for each bounded, active current period, a
+    projection to the period's end with an uncertainty band — from the daily rollups (and their
+    tail), one query per organization, never a ledger scan.
+
+    - **Burn window**: the organization-local days from 6 days before today to now (today partial),
+      cut at the period's start — so the rate is :func:`~budgets.services.forecasts.spend_projection`
+      over whole local days, the forecast alerts' rule on the rollups' grid. A period starting
+      mid-day (a budget time zone other than the organization's, a custom range) counts its first
+      day's spend before its start too: rollups are per day.
+    - **Projection**: ``spend_projection(spent so far (the live figure), burn window spend, ...)``.
+    - **Band**: remaining spend is treated as a random walk: over ``n`` remaining days its spread is
+      ``sd x sqrt(n)``, ``sd`` the sample standard deviation of the burn window's *complete* days
+      (today excluded). ``low = max(spent, projected - BAND_Z x sd x sqrt(n))``, ``high = projected +
+      BAND_Z x sd x sqrt(n)``. Steady spend gives a narrow band, bursty spend a wide one.
+    """
+    now = now or timezone.now()
+    lives = budgets_live(budgets=budgets, now=now)
+    wanted = [
+        live
+        for live in lives
+        if live.budget.is_active and live.period_start is not None and live.period_end is not None
+    ]
+    series: dict[int, dict] = {}
+    for organization_id in {live.budget.organization_id for live in wanted}:
+        own = [live for live in wanted if live.budget.organization_id == organization_id]
+        organization = own[0].budget.organization
+        today = now.astimezone(organization.tzinfo).date()
+        spend = spend_daily_series(
+            organization=organization,
+            start=today - timedelta(days=6),
+            end=today,
+            series={str(live.budget.pk): ledger_coverage(live.budget) for live in own},
+        )
+        series.update({int(pk): days for pk, days in spend.items()})
+
+    result = []
+    for live in lives:
+        days = series.get(live.budget.pk)
+        if days is None:
+            result.append(_no_forecast(live))
+            continue
+        organization = live.budget.organization
+        today = now.astimezone(organization.tzinfo).date()
+        window_start = max(live.period_start, local_midnight(today - timedelta(days=6), organization))
+        first_day = window_start.astimezone(organization.tzinfo).date()
+        recent = sum((usd for day, usd in days.items() if day >= first_day), Decimal(0))
+        projection = spend_projection(
+            spent_nanos=live.spent_nanos,
+            limit_nanos=live.limit_nanos,
+            period_start=live.period_start,
+            period_end=live.period_end,
+            now=now,
+            recent_spend_nanos=usd_to_nanos(recent),
+            recent_window=now - window_start,
+        )
+        if projection is None:
+            result.append(_no_forecast(live))
+            continue
+        # Complete days only: today's spend so far would look like a slow day.
+        whole_from = first_day if local_midnight(first_day, organization) >= live.period_start else first_day + DAY
+        complete = [days.get(whole_from + DAY * i, Decimal(0)) for i in range((today - whole_from).days)]
+        low = high = None
+        if len(complete) >= 2:
+            remaining_days = Decimal((live.period_end - now) // timedelta(microseconds=1)) / _MICROSECONDS_PER_DAY
+            half_width = usd_to_nanos(BAND_Z * _sample_sd(complete) * remaining_days.sqrt())
+            low = max(live.spent_nanos, projection.projected_nanos - half_width)
+            high = projection.projected_nanos + half_width
+        result.append(
+            BudgetProjection(
+                live=live,
+                burn_nanos_per_day=fraction_round_half_up(projection.burn_nanos_per_second * 86_400),
+                projected_nanos=projection.projected_nanos,
+                low_nanos=low,
+                high_nanos=high,
+                exhaustion_at=projection.exhaustion_at,
+                status=_projection_status(live, projection.projected_nanos, high),
+            )
+        )
+    return result
+
+
+def _no_forecast(live: BudgetLive) -> BudgetProjection:
+    status = ProjectionStatus.NO_FORECAST
+    if live.status != LiveStatus.INACTIVE and live.spent_nanos >= live.limit_nanos:
+        status = ProjectionStatus.EXCEEDED
+    return BudgetProjection(live, None, None, None, None, None, status)
+
+
+def _projection_status(live: BudgetLive, projected: int, high: int | None) -> str:
+    if live.spent_nanos >= live.limit_nanos:
+        return ProjectionStatus.EXCEEDED
+    if projected >= live.limit_nanos:
+        return ProjectionStatus.FORECAST_OVER
+    if high is not None and high >= live.limit_nanos:
+        return ProjectionStatus.AT_RISK
+    return ProjectionStatus.ON_TRACK
+
+
+def _sample_sd(values: list[Decimal]) -> Decimal:
+    mean = sum(values, Decimal(0)) / len(values)
+    return (sum(((v - mean) ** 2 for v in values), Decimal(0)) / (len(values) - 1)).sqrt()
+
+
+def anomalies_recent(
+    *,
+    organization: Organization,
+    since: datetime,
+    until: datetime,
+    scope: KeyScope | None = None,
+    project: Project | None = None,
+    agent: Agent | None = None,
+) -> QuerySet[BudgetAlert]:
+    """Anomaly alerts of ``organization`` fired in ``[since, until)``, newest first; with ``scope``
+    (an API key's), only those it may read (:func:`alerts_visible`); with ``project`` / ``agent``,
+    only that project's (its own and its agents') / that agent's."""
+    alerts = alerts_visible(scope=scope) if scope is not None else alert_queryset()
+    alerts = alerts.filter(organization=organization, kind=AlertKind.ANOMALY, fired_at__gte=since, fired_at__lt=until)
+    if project is not None:
+        alerts = alerts.filter(Q(project=project) | Q(agent__project=project))
+    if agent is not None:
+        alerts = alerts.filter(agent=agent)
+    return alerts.order_by("-fired_at", "-id")

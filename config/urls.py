@@ -1,15 +1,19 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 api_v1 = [
     path("", include("costs.api.urls")),
     path("", include("pricing.api.urls")),
     path("", include("budgets.api.urls")),
+    path("", include("budgets.api.report_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Swagger UI from drf-spectacular-sidecar's static files (no CDN).
+    path("docs/", SpectacularSwaggerView.as_view(url_name="v1:schema"), name="docs"),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
+    path("reports/", include("budgets.urls")),
 ]
