@@ -80,7 +80,9 @@ def budget_node_label(budget: Budget) -> str:
     if scope == "organization":
         return f"Organization {budget.organization.name}"
     node = getattr(budget, scope)
-    return f"{scope.title()} {node.name}"
+    word = scope.title()
+    # Sprints are often named "Sprint 12": don't say "Sprint Sprint 12".
+    return node.name if node.name.lower().startswith(word.lower() + " ") else f"{word} {node.name}"
 
 
 def threshold_alert_record(
