@@ -118,6 +118,8 @@ class LoadResult:
     wall_seconds: float
     latencies_ms: list[float]
     statuses: dict[int, int]
+    # CPU milliseconds per request of each process group measured (see CpuMeter), when measured.
+    cpu_ms: dict[str, float] | None = None
 
     @property
     def requests_per_second(self) -> float:
@@ -284,6 +286,70 @@ def run_load(
         for code, n in st.items():
             statuses[code] = statuses.get(code, 0) + n
     return LoadResult(requests=len(latencies), wall_seconds=wall, latencies_ms=latencies, statuses=statuses)
+
+
+class CpuMeter:
+    """CPU time (user + system, from ``/proc``; Linux only) spent by groups of processes while a
+    load runs: the figure that stays comparable on a shared, noisy machine, where requests/s and
+    tails move with whatever else runs. ``groups`` maps a name to a function returning the pids
+    to count, asked before and after each measured run (a pid that exits in between counts 0)."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+
+    def measure(self, load: Callable[[], LoadResult]) -> LoadResult:
+        pids = {name: find() for name, find in self.groups.items()}
+        before = {name: _cpu_seconds(group) for name, group in pids.items()}
+        children = os.times()
+        result = load()
+        after = {name: _cpu_seconds(group) for name, group in pids.items()}
+        done = os.times()
+        used = {name: after[name] - before[name] for name in pids}
+        # The load generator runs in forked pool processes: children of this one.
+        used["load generator"] = (
+            done.children_user + done.children_system - children.children_user - children.children_system
+        )
+        result.cpu_ms = {name: seconds * 1000 / max(1, result.requests) for name, seconds in used.items()}
+        return result
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def pids_with_cmdline(fragment: str) -> list[int]:
+    """Processes whose command line contains ``fragment`` (e.g. gunicorn's ``--bind`` address)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if fragment.encode() in cmdline.read().replace(b"\0", b" "):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def postgres_backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL server processes serving connections to the database of ``database_url``
+    (only the benchmark's own: other sessions' backends on the same server are not counted)."""
+    import psycopg
+
+    name = urlsplit(database_url).path.lstrip("/")
+    maintenance = urlsplit(database_url)._replace(path="/postgres").geturl()
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [name]).fetchall()
+    return [row[0] for row in rows]
 
 
 def merge_statuses(results: list[LoadResult]) -> dict[int, int]:

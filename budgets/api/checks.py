@@ -3,11 +3,17 @@
 
 The check is the hot path of every agent call, so its input is validated by hand (a DRF serializer
 costs more than the rest of the view); the serializers below only describe the API in the OpenAPI
-schema.
+schema. For the same reason both endpoints answer the common case — ``POST`` with an API key, a
+JSON body and a JSON-accepting client — as plain Django views (:func:`budget_check_view`,
+:func:`reservation_release_view`, ADR 0003 "Speed"); anything else is answered by the DRF views
+below them, which the schema describes.
 """
 
+import select
 import uuid
 
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -18,6 +24,7 @@ from budgets.errors import BudgetExceeded
 from budgets.models import nanos_usd_text
 from budgets.services import check_context
 from budgets.services.enforcement import CheckResult, budget_check, budget_line_payload, reservation_release
+from config.api import FastJSONParser, fast_path_eligible, plain_error_response, plain_response, with_fast_path
 from config.errors import ValidationFailed
 from costs.api.authentication import ApiKeyAuthentication, HasApiKey, request_scope
 from costs.api.serializers import ApiErrorSerializer
@@ -177,8 +184,8 @@ class BudgetCheckApi(APIView):
 
     def handle_exception(self, exc):
         response = super().handle_exception(exc)
-        if isinstance(exc, BudgetExceeded) and exc.retry_after is not None:
-            response["Retry-After"] = str(exc.retry_after)
+        for name, value in _error_headers(exc).items():
+            response[name] = value
         return response
 
 
@@ -197,6 +204,104 @@ class ReservationReleaseApi(APIView):
         """Give the held amount back. Idempotent: releasing again, or releasing a reservation already
         settled or expired, changes nothing and answers its current status."""
         reservation = reservation_release(scope=request_scope(request), reservation_id=reservation_id)
-        return Response(
-            {"reservation_id": str(reservation.pk), "status": reservation.status, "closed_at": reservation.closed_at}
-        )
+        return Response(released_payload(reservation))
+
+
+def released_payload(reservation) -> dict:
+    return {"reservation_id": str(reservation.pk), "status": reservation.status, "closed_at": reservation.closed_at}
+
+
+def _error_headers(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, BudgetExceeded) and exc.retry_after is not None:
+        return {"Retry-After": str(exc.retry_after)}
+    return {}
+
+
+# --- the plain Django fast paths --------------------------------------------------------------
+
+# What DRF adds to every answer of these views (APIView.default_response_headers).
+_ALLOW = {"Allow": "POST, OPTIONS"}
+_check_authentication = CheckApiKeyAuthentication()
+_key_authentication = ApiKeyAuthentication()
+_parser = FastJSONParser()
+
+
+def _check_fast(request: HttpRequest) -> HttpResponse | None:
+    """``BudgetCheckApi.post`` without DRF, for a POST with ``Authorization: Bearer ...`` and a
+    JSON body (the same authentication, parsing, validation, service call and error envelope,
+    in the same order); None, before anything is done, for every other request."""
+    meta = request.META
+    if not fast_path_eligible(request) or meta.get("CONTENT_TYPE", "").partition(";")[0].strip() != "application/json":
+        return None
+    try:
+        if int(meta.get("CONTENT_LENGTH") or 0) <= 0:
+            return None  # DRF reads no body then (data = {}); rare enough to leave to it
+    except ValueError:
+        return None
+    _connection_health_check_without_round_trip()
+    try:
+        found = _check_authentication.authenticate(request)
+        if found is None:
+            return None  # not an API key: session and anonymous callers get DRF's answers
+        request.auth = found[1]
+        scope = request_scope(request)
+        # Read as DRF does (the request as a stream: no DATA_UPLOAD_MAX_MEMORY_SIZE on .body).
+        values = budget_check_input_clean(_parser.parse(request))
+        result = budget_check(scope=scope, **values, context_version=getattr(request, "check_context_version", None))
+    except Exception as exc:
+        response = plain_error_response(exc, headers={**_ALLOW, **_error_headers(exc)})
+        if response is None:
+            raise
+        return response
+    return plain_response(check_payload(result), status_code=201 if result.created else 200, headers=_ALLOW)
+
+
+def _release_fast(request: HttpRequest, reservation_id: uuid.UUID) -> HttpResponse | None:
+    """``ReservationReleaseApi.post`` without DRF, for a POST with an API key (its body is not
+    read); None for every other request."""
+    if not fast_path_eligible(request):
+        return None
+    try:
+        found = _key_authentication.authenticate(request)
+        if found is None:
+            return None
+        request.auth = found[1]
+        reservation = reservation_release(scope=request_scope(request), reservation_id=reservation_id)
+    except Exception as exc:
+        response = plain_error_response(exc, headers=_ALLOW)
+        if response is None:
+            raise
+        return response
+    return plain_response(released_payload(reservation), headers=_ALLOW)
+
+
+def _connection_health_check_without_round_trip() -> None:
+    """Django's ``CONN_HEALTH_CHECKS`` sends ``SELECT 1`` before the first query of every request
+    on a persistent connection: a round trip costing about as much CPU as a cached check's only
+    statement. A connection that died while idle (server restart, terminated backend, idle
+    timeout) has something to read — the server's goodbye or end-of-file — because an idle
+    healthy one, in autocommit and listening to nothing, gets nothing unsolicited. So the check
+    first polls the socket: nothing to read means healthy (Django's check is marked done);
+    anything else is left to Django's own check, which closes and reconnects. The window that
+    remains (the server dies between this poll and the statement) is the same as between
+    Django's ``SELECT 1`` and the statement."""
+    raw = connection.connection
+    if (
+        connection.vendor != "postgresql"
+        or raw is None
+        or raw.closed
+        or not connection.health_check_enabled
+        or connection.health_check_done
+        or getattr(connection, "pool", None) is not None
+    ):
+        return
+    try:
+        readable, _, _ = select.select([raw.fileno()], [], [], 0)
+    except (OSError, ValueError):  # closed, or a descriptor select() cannot watch: Django checks
+        return
+    if not readable:
+        connection.health_check_done = True
+
+
+budget_check_view = with_fast_path(BudgetCheckApi.as_view(), _check_fast)
+reservation_release_view = with_fast_path(ReservationReleaseApi.as_view(), _release_fast)

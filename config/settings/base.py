@@ -39,15 +39,19 @@ INSTALLED_APPS = [
     "recommendations",
 ]
 
+# Session, authentication and messages are Django's, except that they step aside for API-key calls
+# to the plain budget-check views (config.api; ADR 0003 "Speed"): those never read them.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "config.api.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.api.AuthenticationMiddleware",
+    "config.api.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Paths served by plain Django views for API-key calls (budgets.api.checks).
+SPENDGUARD_PLAIN_API_PATH_PREFIXES = ["/api/v1/budget-checks/"]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

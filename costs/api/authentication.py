@@ -25,8 +25,8 @@ class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
     def authenticate(self, request):
-        parts = get_authorization_header(request).split()
-        if not parts or parts[0].lower() != self.keyword:
+        parts = bearer_parts(request)
+        if parts is None:
             return None
         if len(parts) != 2:
             raise NotAuthenticated("Malformed Authorization header; expected 'Bearer <api key>'.")
@@ -45,6 +45,16 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
+
+
+def bearer_parts(request) -> list[bytes] | None:
+    """The ``Authorization`` header split as :class:`ApiKeyAuthentication` reads it, when its
+    scheme is Bearer (then that class answers the request: a key, or a 401); else None (the next
+    authenticator, e.g. a session, is asked). Works on Django and DRF requests alike."""
+    parts = get_authorization_header(request).split()
+    if not parts or parts[0].lower() != ApiKeyAuthentication.keyword:
+        return None
+    return parts
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -11,6 +11,11 @@ when each check was due), *deny* (another organization whose hard budget is exha
 refused) and *floor* (the same endpoint answering 400 after authentication and validation: what the
 framework costs before any budget work). Uses a throwaway database
 (default ``spendguard_bench_checks``), recreated each run.
+
+Each phase also prints the CPU milliseconds per check of the gunicorn workers, the benchmark
+database's PostgreSQL backends and the load generator (from ``/proc``): on a shared 2-core
+machine requests/s and tails move with whatever else runs, CPU per check much less — and the
+fixed-rate target needs their sum near 1 ms (1,000 checks/s on two cores at about half load).
 """
 
 import statistics
@@ -54,7 +59,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/spendguard_bench_checks")
         parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
-        parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+        parser.add_argument(
+            "--workers", type=int, default=2,
+            help="gunicorn worker processes (default: one per core; more only add context switches here)",
+        )  # fmt: skip
         parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread)")
         parser.add_argument(
             "--worker-class", default="sync", choices=["sync", "gthread"],
@@ -92,6 +100,12 @@ class Command(BaseCommand):
             env=env, workers=opts["workers"], threads=opts["threads"], worker_class=opts["worker_class"]
         )
         with server as port:
+            meter = bench.CpuMeter(
+                {
+                    "gunicorn": lambda: bench.pids_with_cmdline(f"--bind 127.0.0.1:{port} "),
+                    "postgres": lambda: bench.postgres_backend_pids(opts["database_url"]),
+                }
+            )
             # Warm-up: first requests pay imports, connections, the period row and caches in every worker.
             for org in keys:
                 bench.run_load(
@@ -100,30 +114,30 @@ class Command(BaseCommand):
                 )  # fmt: skip
             for attempt in range(opts["repeat"]):
                 allow.append(
-                    bench.run_load(
+                    meter.measure(lambda attempt=attempt: bench.run_load(
                         port=port, path=path, api_key=keys["bench"], clients=opts["clients"],
                         bodies_for=bodies(f"allow{attempt}", per_client),
-                    )
+                    ))
                 )  # fmt: skip
                 paced.append(
-                    bench.run_load(
+                    meter.measure(lambda attempt=attempt: bench.run_load(
                         port=port, path=path, api_key=keys["bench"], clients=opts["clients"],
                         bodies_for=bodies(f"paced{attempt}", per_client), rate=opts["rate"],
-                    )
+                    ))
                 )  # fmt: skip
                 # The floor: the same endpoint answering 400 after authentication and validation,
-                # no budget work — what Django, DRF, the API-key lookup and gunicorn cost here.
+                # no budget work — what Django, the API-key lookup and gunicorn cost here.
                 floor.append(
-                    bench.run_load(
+                    meter.measure(lambda attempt=attempt: bench.run_load(
                         port=port, path=path, api_key=keys["bench"], clients=opts["clients"],
                         bodies_for=lambda client: [b'{"model": 1}'] * per_client,
-                    )
+                    ))
                 )  # fmt: skip
                 deny.append(
-                    bench.run_load(
+                    meter.measure(lambda attempt=attempt: bench.run_load(
                         port=port, path=path, api_key=keys["bench-deny"], clients=opts["clients"],
                         bodies_for=bodies(f"deny{attempt}", per_client),
-                    )
+                    ))
                 )  # fmt: skip
 
         w = self.stdout.write
@@ -140,6 +154,7 @@ class Command(BaseCommand):
             ("floor (400, auth only)", floor),
         )
         for name, results in phases:
+            cpu = {group: statistics.median(r.cpu_ms[group] for r in results) for group in results[0].cpu_ms}
             rates = [r.requests_per_second for r in results]
             p50s, p99s = [r.p50 for r in results], [r.p99 for r in results]
             w(
@@ -147,4 +162,8 @@ class Command(BaseCommand):
                 f"p99 {statistics.median(p99s):.2f} ms (runs: "
                 + ", ".join(f"{r:,.0f}/s p99 {p:.1f}" for r, p in zip(rates, p99s, strict=True))
                 + f") statuses {bench.merge_statuses(results)}"
+            )
+            w(
+                f"{'':26}  CPU ms per check: {sum(cpu.values()):.2f} = "
+                + " + ".join(f"{group} {ms:.2f}" for group, ms in cpu.items())
             )
