@@ -141,6 +141,7 @@ def test_prints_a_working_login_key_and_curl_example(seeded):
     _, output = seeded
 
     assert "Admin:    http://127.0.0.1:8123/admin/" in output
+    assert "Reports:  http://127.0.0.1:8123/reports/   API docs: http://127.0.0.1:8123/api/v1/docs/" in output
     assert "Login:    admin / spendguard-demo" in output
     user = authenticate(username="admin", password="spendguard-demo")
     assert user is not None and user.is_superuser and user.is_staff

@@ -425,6 +425,7 @@ class Command(BaseCommand):
         )
         out("")
         out(f"  Admin:    {base_url}/admin/")
+        out(f"  Reports:  {base_url}/reports/   API docs: {base_url}/api/v1/docs/")
         out(f"  Login:    {ADMIN_USERNAME} / {admin_password}")
         out(f"  API key:  {secret}")
         out("            (organization 'acme'; stored hashed, shown only now — each run makes a new one)")
