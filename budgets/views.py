@@ -26,6 +26,14 @@ from costs.charts import Bar, bar_chart_svg, gauge_svg
 from costs.models import Agent, Organization, Project, Sprint
 
 TREND_DAYS = 30
+# budgets.selectors.ProjectionStatus values, as people read them.
+PROJECTION_WORDS = {
+    "exceeded": "limit reached",
+    "forecast_over": "forecast over the limit",
+    "at_risk": "at risk",
+    "on_track": "on track",
+    "no_forecast": "no forecast yet",
+}
 TOP_ROWS = 10
 
 
@@ -180,7 +188,7 @@ def _budget_rows(budgets, now) -> list[dict]:
             {
                 "budget": live.budget,
                 "status": live.status,
-                "projection_status": projection.status,
+                "projection_status": PROJECTION_WORDS.get(projection.status, projection.status),
                 "spent": live.spent_usd,
                 "reserved": live.reserved_usd,
                 "remaining": live.remaining_usd,
@@ -268,7 +276,7 @@ def sprint_report(request, organization: str, project: str, sprint: str):
     return _node_page(
         request,
         sprint_obj.project.organization,
-        f"Sprint {sprint_obj.name} ({sprint_obj.start_date} – {sprint_obj.end_date})",
+        sprint_obj.name if sprint_obj.name.lower().startswith("sprint") else f"Sprint {sprint_obj.name}",
         project=sprint_obj.project,
         sprint=sprint_obj,
     )
