@@ -271,10 +271,23 @@ def _send(delivery: AlertDelivery) -> None:
 
 
 def alert_url(alert: BudgetAlert) -> str:
-    """Where a person reads the alert. The report pages (/reports/...) come with a later issue; until
-    then it is the alert's admin page, where operators acknowledge it. This is the one place that
-    decides the link (e-mail and webhook both use it)."""
-    return settings.SPENDGUARD_BASE_URL.rstrip("/") + reverse("admin:budgets_budgetalert_change", args=[alert.pk])
+    """Where a person reads the alert: the report page of what it is about (the agent, sprint or
+    project page, else the organization's overview), which lists the alert with a link to
+    acknowledge it in the admin. The one place that decides the link (e-mail and webhook use it)."""
+    org = alert.organization.slug
+    budget = alert.budget
+    agent = alert.agent or (budget.agent if budget is not None and budget.agent_id else None)
+    sprint = budget.sprint if budget is not None and budget.sprint_id else None
+    project = alert.project or (budget.project if budget is not None and budget.project_id else None)
+    if agent is not None:
+        path = reverse("reports:agent", args=[org, agent.project.slug, agent.name])
+    elif sprint is not None:
+        path = reverse("reports:sprint", args=[org, sprint.project.slug, sprint.slug])
+    elif project is not None:
+        path = reverse("reports:project", args=[org, project.slug])
+    else:
+        path = reverse("reports:overview") + f"?organization={org}"
+    return settings.SPENDGUARD_BASE_URL.rstrip("/") + path
 
 
 def usd_display(nanos: int) -> str:

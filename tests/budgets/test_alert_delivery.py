@@ -18,7 +18,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.core import mail
 from django.db import connection, transaction
-from django.urls import reverse
 from django.utils import timezone
 
 from budgets.models import (
@@ -205,8 +204,9 @@ def cross_90(budget, period) -> BudgetAlert:
         )
 
 
-def admin_link(alert) -> str:
-    return BASE_URL + reverse("admin:budgets_budgetalert_change", args=[alert.pk])
+# The report page of the alerts' project (budget alerts) and agent (the anomaly), where people read them.
+PROJECT_REPORT = BASE_URL + "/reports/acme/projects/support-bot/"
+AGENT_REPORT = BASE_URL + "/reports/acme/projects/support-bot/agents/triage/"
 
 
 # --- (a) e-mail through a real SMTP server --------------------------------------------------------
@@ -239,8 +239,8 @@ def test_threshold_alert_email_arrives_with_subject_recipients_numbers_period_an
     assert message["Message-ID"] == f"<spendguard-alert-{alert.pk}@spendguard.example.com>"
     assert message["X-Spendguard-Alert"] == str(alert.pk)
 
-    link = admin_link(alert)
-    assert link == f"https://spendguard.example.com/admin/budgets/budgetalert/{alert.pk}/change/"
+    link = PROJECT_REPORT
+    assert link == "https://spendguard.example.com/reports/acme/projects/support-bot/"
     fired_text = alert.fired_at.astimezone(zoneinfo.ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%d %H:%M")
     text = message.get_body(preferencelist=("plain",)).get_content()
     assert text.replace("\r\n", "\n") == (
@@ -256,7 +256,7 @@ def test_threshold_alert_email_arrives_with_subject_recipients_numbers_period_an
         "Severity: Warning\n"
         f"Fired at: {fired_text} (Europe/Berlin)\n"
         "\n"
-        f"Open the alert: {link}\n"
+        f"Open the report: {link}\n"
         "\n"
         "--\n"
         "Spendguard sends this to the alert contacts of Acme & Co and of the budget Bots & <tools>.\n"
@@ -286,7 +286,7 @@ def test_forecast_alert_subject_and_body(django_capture_on_commit_callbacks) -> 
     organization = make_org()
     budget, period = december_budget(organization)
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-        alert = alert_record(
+        alert_record(
             organization_id=organization.pk,
             kind=AlertKind.FORECAST,
             severity=AlertSeverity.WARNING,
@@ -313,7 +313,7 @@ def test_forecast_alert_subject_and_body(django_capture_on_commit_callbacks) -> 
         "Limit reached on (forecast): 2026-12-24\n"
         "Period: 2026-12-01 – 2026-12-31 (Europe/Berlin)\n"
     ) in message.body
-    assert f"Open the alert: {admin_link(alert)}\n" in message.body
+    assert f"Open the report: {PROJECT_REPORT}\n" in message.body
     [(html, mimetype)] = message.alternatives
     assert mimetype == "text/html"
     assert '>Forecast at the period\'s end</th><td style="padding:4px 0;">$1,312.50</td>' in html.replace("&#x27;", "'")
@@ -321,10 +321,10 @@ def test_forecast_alert_subject_and_body(django_capture_on_commit_callbacks) -> 
 
 def test_anomaly_alert_goes_to_the_organization_contacts(django_capture_on_commit_callbacks) -> None:
     organization = make_org(emails="oncall@example.com")
-    project = ProjectFactory(organization=organization, name="Support Bot")
+    project = ProjectFactory(organization=organization, name="Support Bot", slug="support-bot")
     agent = AgentFactory(project=project, name="triage")
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-        alert = alert_record(
+        alert_record(
             organization_id=organization.pk,
             kind=AlertKind.ANOMALY,
             severity=AlertSeverity.WARNING,
@@ -349,7 +349,7 @@ def test_anomaly_alert_goes_to_the_organization_contacts(django_capture_on_commi
         "Severity: Warning\n"
     ) in message.body
     assert "Budget:" not in message.body
-    assert f"Open the alert: {admin_link(alert)}\n" in message.body
+    assert f"Open the report: {AGENT_REPORT}\n" in message.body
 
 
 # --- (b) SMTP down: failed, retried with backoff, delivered once, or given up ----------------------
@@ -442,7 +442,7 @@ def test_webhook_receives_a_json_text_with_the_summary_and_link(webhook, django_
     assert request["headers"]["Content-Type"] == "application/json"
     assert json.loads(request["body"]) == {
         "text": "[Spendguard] Project Support Bot reached 90% of its monthly budget."
-        " Spent: $913.20; Limit: $1,000.00; Used: 91%. " + admin_link(alert)
+        " Spent: $913.20; Limit: $1,000.00; Used: 91%. " + PROJECT_REPORT
     }
 
 
