@@ -5,10 +5,12 @@ queryset), the sprints their sprint periods need (only if any), their current :c
 rows (one query), and — only for budgets whose current period has no live row yet — one aggregate
 over the ledger that sums every such budget at once.
 
-A budget with no live row for its current period (nobody checked or spent against it since the
-period began, or it was just created or reshaped) shows what the ledger says it spent
+A budget with no live row for its current period (a period that began moments ago, before any job,
+check or settlement started it) shows what the ledger says it spent
 (``ledger_spend_nanos`` semantics, read-only, nothing reserved). Reads never create period rows:
-the first check or settlement does (``period_ensure``), initialised from the same ledger sum.
+creating or re-shaping a budget, the every-minute ``start_current_periods`` job (new days, weeks,
+sprints ...) or the first check or settlement does (``period_ensure``), from the same ledger sum —
+so the ledger fallback is rare.
 """
 
 from collections.abc import Iterable

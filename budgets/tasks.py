@@ -15,6 +15,14 @@ def expire_reservations() -> int:
     return reservations_expire()
 
 
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
+def start_current_periods() -> int:
+    """Start the live period of every active budget whose current period has none yet."""
+    from budgets.services.maintenance import current_periods_start
+
+    return current_periods_start()
+
+
 @shared_task(acks_late=True, soft_time_limit=600, time_limit=660)
 def reconcile_budget_spend() -> dict:
     """Recompute live budget counters from the ledger, log and repair drift."""

@@ -10,6 +10,12 @@ BEAT_SCHEDULE = {
         "task": "budgets.tasks.expire_reservations",
         "schedule": crontab(),
     },
+    # Start each active budget's new period (a new day, week, sprint ...) before anyone reads it, so
+    # budget lists and reports read live rows instead of summing the ledger.
+    "budgets-start-current-periods": {
+        "task": "budgets.tasks.start_current_periods",
+        "schedule": crontab(),
+    },
     # Prove live budget spend equals the ledger; log and repair any drift.
     "budgets-reconcile-spend": {
         "task": "budgets.tasks.reconcile_budget_spend",

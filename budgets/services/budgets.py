@@ -145,6 +145,7 @@ def budget_create(
     action: str = ExceededAction.BLOCK,
     downgrade_model: str = "",
     is_active: bool = True,
+    alert_emails: str = "",
     actor=None,
     actor_label: str = "",
 ) -> Budget:
@@ -152,9 +153,9 @@ def budget_create(
     validated with the model's rules (ValidationFailed with field errors, nothing written).
 
     ``limit_usd`` in USD; ``grace_percent`` lets hard budgets admit spend up to limit x (1 + grace/100).
-    Its live period starts on first use with spend from the ledger, so a budget added to a node that
-    already has usage is right from its first check. Audited (``budget_created``) as ``actor`` (a
-    user) or ``actor_label`` (e.g. ``"system"``).
+    Its current live period is started here, with spend from the ledger, so a budget added to a node
+    that already has usage is right from its first check (and reports read its live row instead of
+    summing the ledger). Audited (``budget_created``) as ``actor`` (a user) or ``actor_label``.
     """
     budget = Budget(
         organization=organization,
@@ -174,9 +175,11 @@ def budget_create(
         action=action,
         downgrade_model=downgrade_model,
         is_active=is_active,
+        alert_emails=alert_emails,
     )
     _validate(budget)
     budget.save()
+    current_period_start(budget=budget)
     _audit(
         budget=budget,
         action=AuditAction.BUDGET_CREATED,
@@ -218,8 +221,10 @@ def budget_update(
 
     if RESHAPE_FIELDS & changes.keys():
         BudgetPeriod.objects.filter(budget=current).delete()
+        current_period_start(budget=current, now=now)
     elif LIMIT_FIELDS & changes.keys():
         now = now or timezone.now()
+        current_period_start(budget=current, now=now)
         live = BudgetPeriod.objects.filter(budget=current).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
         live.update(limit_nanos=current.limit_nanos, ceiling_nanos=current.ceiling_nanos, updated_at=now)
         if "limit_usd" in changes and current.is_active:
@@ -229,6 +234,18 @@ def budget_update(
                 thresholds_cross(budget=current, period=period, before_nanos=0)
     _audit(budget=current, action=AuditAction.BUDGET_CHANGED, changes=changes, actor=actor, actor_label=actor_label)
     return current
+
+
+def current_period_start(*, budget: Budget, now: datetime | None = None) -> BudgetPeriod | None:
+    """Start ``budget``'s live period containing ``now`` (from the ledger) if it is active and has
+    one; returns it. What a first check or settlement would do, done when the budget is written so
+    the live row is there for reads (budgets.selectors would otherwise sum the ledger per read)."""
+    if not budget.is_active:
+        return None
+    bounds = period_bounds(budget, now or timezone.now())
+    if bounds is None:
+        return None
+    return period_ensure(budget, bounds)[0]
 
 
 @transaction.atomic

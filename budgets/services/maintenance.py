@@ -172,3 +172,37 @@ def _period_reconcile(period: BudgetPeriod, *, now: datetime, repair: bool) -> P
                     ],
                 )
     return drift
+
+
+def current_periods_start(*, now: datetime | None = None) -> int:
+    """Start the live period row of every active budget whose current period has none yet (a new
+    day, week, sprint ... that no check or usage has touched), from the ledger; returns how many.
+
+    Reads (budget lists, reports) show a budget without a live row by summing the ledger, which is
+    exact but costs a scan of the period's rows; this keeps such budgets rare. Safe to run twice or
+    concurrently: ``period_ensure`` races on the (budget, starts_at) constraint. Thresholds the
+    period's existing spend already crossed alert here, once (as at a first check).
+    """
+    from budgets.selectors import budget_queryset
+    from budgets.services.periods import period_bounds, period_ensure
+
+    now = now or timezone.now()
+    budgets = list(budget_queryset().filter(is_active=True))
+    wanted = {}
+    for budget in budgets:
+        bounds = period_bounds(budget, now)
+        if bounds is not None:
+            wanted[(budget.pk, bounds.starts_at)] = (budget, bounds)
+    if not wanted:
+        return 0
+    existing = set(
+        BudgetPeriod.objects.filter(budget__in=[pk for pk, _ in wanted], starts_at__lte=now)
+        .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+        .values_list("budget_id", "starts_at")
+    )
+    started = 0
+    for key in sorted(wanted.keys() - existing):
+        budget, bounds = wanted[key]
+        with transaction.atomic():
+            started += period_ensure(budget, bounds)[1]
+    return started

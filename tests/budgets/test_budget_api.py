@@ -347,6 +347,7 @@ def test_staff_create_an_agent_budget(organization, project, agent, staff_client
         "enforcement": "hard",
         "grace_percent": "10",
         "thresholds": [80, 100],
+        "alert_emails": "lead@example.com",
     }
 
     response = staff_client.post(URL, body, format="json")
@@ -368,8 +369,11 @@ def test_staff_create_an_agent_budget(organization, project, agent, staff_client
         "timezone": "Europe/Berlin",
         "grace_percent": "10",
         "thresholds": [80, 100],
+        "alert_emails": "lead@example.com",
     }
     assert (budget.agent, budget.scope, budget.grace_percent) == (agent, "agent", Decimal(10))
+    # Its current period was started when it was created (spend from the ledger).
+    assert budget.periods.get().spent_nanos == 750_000_000
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.actor.username, entry.budget) == (AuditAction.BUDGET_CREATED, "olivia", budget)
 

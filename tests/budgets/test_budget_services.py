@@ -224,7 +224,10 @@ def test_reshaping_drops_live_periods_and_their_holds(organization, agent, data)
 
     budget_update(budget=budget, data=data, now=NOW)
 
-    assert not BudgetPeriod.objects.filter(budget=budget).exists()
+    # The old rows are gone with their holds; an active budget's current period starts again from
+    # the ledger, in its new shape.
+    assert not BudgetPeriod.objects.filter(pk=period.pk).exists()
+    assert BudgetPeriod.objects.filter(budget=budget).count() == (0 if data == {"is_active": False} else 1)
     assert not ReservationHold.objects.exists()
     # The reservation itself stays held; its usage will be counted as spend when it arrives.
     reservation.refresh_from_db()
@@ -234,13 +237,14 @@ def test_reshaping_drops_live_periods_and_their_holds(organization, agent, data)
 
 def test_moving_a_budget_to_another_node(organization, project, agent, operator):
     budget = budget_create(organization=organization, agent=agent, name="b", limit_usd=Decimal(10))
-    current_period(budget)
+    old = current_period(budget)
 
     budget_update(budget=budget, data={"project": project}, actor=operator)
 
     budget.refresh_from_db()
     assert (budget.scope, budget.project, budget.agent) == ("project", project, None)
-    assert not BudgetPeriod.objects.filter(budget=budget).exists()
+    assert not BudgetPeriod.objects.filter(pk=old.pk).exists()
+    assert BudgetPeriod.objects.filter(budget=budget).count() == 1
     assert AuditEntry.objects.get(action=AuditAction.BUDGET_CHANGED).changes == {
         "project": {"old": None, "new": {"id": project.pk, "name": "acme/search"}},
         "agent": {"old": {"id": agent.pk, "name": "acme/search/planner"}, "new": None},
@@ -347,6 +351,7 @@ def test_period_reset_releases_held_reservations_and_rederives_spend(organizatio
 def test_period_reset_creates_a_missing_period_from_the_ledger(organization, agent):
     budget = budget_create(organization=organization, agent=agent, name="b", limit_usd=Decimal(10), period="daily")
     spend(agent, "2", request_id="r1")
+    BudgetPeriod.objects.filter(budget=budget).delete()  # e.g. a period nobody touched yet
 
     result = period_reset(budget=budget, now=NOW)
 

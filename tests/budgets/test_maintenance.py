@@ -24,6 +24,7 @@ from config.beat import BEAT_SCHEDULE
 from costs.services import ingest as ingest_module
 from costs.services.api_keys import api_key_create
 from costs.services.ingest import usage_ingest
+from tests.budgets.conftest import ledger_row
 from tests.budgets.test_settlement import (
     AT,
     DAY,
@@ -434,3 +435,25 @@ def test_reconcile_command_prints_the_report(organization, agent):
     call_command("reconcile_budgets", stdout=out)
     assert out.getvalue().startswith("Checked 1 budget period(s); drift repaired in 1.\n")
     assert budget.periods.get().spent_nanos == 0
+
+
+# --- starting current periods ---------------------------------------------------------------------
+
+
+def test_current_periods_start_starts_each_missing_current_period_once(organization, agent, gpt4o):
+    daily = make_budget(organization, "agent daily", agent=agent)
+    monthly = make_budget(organization, "org monthly", period="monthly")
+    make_budget(organization, "off", is_active=False)
+    now = dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC)
+    ledger_row(agent=agent, cost_usd="1.5", occurred_at=now - dt.timedelta(hours=1))
+    BudgetPeriod.objects.all().delete()  # e.g. a new day nobody has checked or spent against yet
+
+    assert maintenance.current_periods_start(now=now) == 2
+    assert maintenance.current_periods_start(now=now) == 0
+    assert sorted(BudgetPeriod.objects.values_list("budget__name", "starts_at", "spent_nanos")) == [
+        ("agent daily", dt.datetime(2026, 11, 2, tzinfo=dt.UTC), 1_500_000_000),
+        ("org monthly", dt.datetime(2026, 11, 1, tzinfo=dt.UTC), 1_500_000_000),
+    ]
+    assert {daily.pk, monthly.pk} == set(BudgetPeriod.objects.values_list("budget_id", flat=True))
+    # The next day: only the daily budget needs a new period.
+    assert maintenance.current_periods_start(now=now + dt.timedelta(days=1)) == 1
