@@ -156,6 +156,13 @@ class BudgetCheckApi(APIView):
     authentication_classes = [CheckApiKeyAuthentication, SessionAuthentication]
     permission_classes = [HasApiKey]
 
+    def get_authenticators(self):
+        # The schema describes the cached authenticator as what it is to callers, the one API-key
+        # scheme (drf-spectacular would otherwise register two classes under the "ApiKey" component).
+        if getattr(self, "swagger_fake_view", False):
+            return [ApiKeyAuthentication(), SessionAuthentication()]
+        return super().get_authenticators()
+
     @extend_schema(
         summary="Check budgets and reserve the worst case before an LLM call",
         request=BudgetCheckInputSerializer,

@@ -187,6 +187,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Stable names for choice sets that share a field name ("status", "scope") across components.
+    "ENUM_NAME_OVERRIDES": {
+        "AlertStatusEnum": "budgets.models.AlertStatus",
+        "UsageStatusEnum": "costs.models.UsageStatus",
+        "BudgetScopeEnum": "budgets.models.BudgetScope",
+    },
 }
 
 # --- Spendguard -----------------------------------------------------------------
