@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from costs.models import validate_email_list
-from pricing.calculator import format_usd
+from pricing.calculator import format_usd, usd_text
 
 NANOS_PER_USD = 1_000_000_000
 DEFAULT_THRESHOLDS = (50, 75, 90, 100)
@@ -34,6 +34,11 @@ def nanos_to_usd(nanos: int) -> Decimal:
 def nanos_usd_text(nanos: int) -> str:
     """Nano-dollars as JSON money: a USD decimal string ("0.0045")."""
     return format_usd(nanos_to_usd(nanos))
+
+
+def nanos_usd_display(nanos: int) -> str:
+    """Nano-dollars for people (messages, e-mails): "$1,234.56", "$0.0045" (``usd_text``)."""
+    return usd_text(nanos_to_usd(nanos))
 
 
 def default_thresholds() -> list[int]:

@@ -13,21 +13,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from pricing.calculator import usd_text
+
 ZERO = Decimal(0)
-
-
-def usd_text(amount: Decimal | None) -> str:
-    """Money for people: "$1,234.56"; amounts under a cent keep their significant digits
-    ("$0.0045"); None is "—"."""
-    if amount is None:
-        return "—"
-    sign = "-" if amount < 0 else ""
-    amount = abs(amount)
-    if amount == 0 or amount >= Decimal("0.01"):
-        return f"{sign}${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
-    # Two significant digits below a cent.
-    exponent = amount.adjusted() - 1
-    return f"{sign}${amount.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_HALF_UP).normalize():f}"
 
 
 def nice_ceiling(value: Decimal) -> Decimal:

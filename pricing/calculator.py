@@ -32,7 +32,7 @@ The rules (they reproduce litellm's ``cost_per_token`` for the models of its map
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
 
 PER_TOKENS = Decimal(1_000_000)
 ZERO = Decimal(0)
@@ -237,3 +237,17 @@ def format_usd(amount: Decimal | None) -> str | None:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text or "0"
+
+
+def usd_text(amount: Decimal | None) -> str:
+    """Money for people: "$1,234.56"; amounts under a cent keep their significant digits
+    ("$0.0045"); None is "—"."""
+    if amount is None:
+        return "—"
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if amount == 0 or amount >= Decimal("0.01"):
+        return f"{sign}${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
+    # Two significant digits below a cent.
+    exponent = amount.adjusted() - 1
+    return f"{sign}${amount.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_HALF_UP).normalize():f}"

@@ -24,7 +24,7 @@ from budgets.models import (
     Budget,
     BudgetAlert,
     BudgetPeriod,
-    nanos_usd_text,
+    nanos_usd_display,
     severity_for_percent,
 )
 from budgets.signals import budget_threshold_crossed
@@ -92,7 +92,7 @@ def threshold_alert_record(
     percent_of_limit = spent_nanos * 100 // limit_nanos if limit_nanos else 0
     message = (
         f"{budget_node_label(budget)} reached {threshold}% of its {budget.period_word}"
-        f" budget {budget.name!r}: ${nanos_usd_text(spent_nanos)} of ${nanos_usd_text(limit_nanos)}"
+        f" budget {budget.name!r}: {nanos_usd_display(spent_nanos)} of {nanos_usd_display(limit_nanos)}"
         f" ({percent_of_limit}%)."
     )
     return alert_record(

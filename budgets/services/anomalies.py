@@ -57,10 +57,11 @@ from budgets.models import (
     AnomalyWindow,
     BudgetAlert,
     nanos_to_usd,
+    nanos_usd_display,
     usd_to_nanos,
 )
 from budgets.services.alerts import alert_record
-from budgets.services.forecasts import fraction_round_half_up, usd_cents_text
+from budgets.services.forecasts import fraction_round_half_up
 from budgets.services.periods import ledger_nanos_sum, next_local_midnight
 from costs.models import Agent, Organization, Project, UsageRecord
 
@@ -286,8 +287,8 @@ def _anomaly_alert_record(organization, kind, subject, check: _Check, spend: int
         day = check.current.start.astimezone(organization.tzinfo).date()
         when = f"on {day.isoformat()} ({organization.timezone})"
     message = (
-        f"{who} spent ${usd_cents_text(spend)} {when}, far above its usual ${usd_cents_text(cutoff.median_nanos)}"
-        f" (anomaly cutoff ${usd_cents_text(cutoff.cutoff_nanos)})."
+        f"{who} spent {nanos_usd_display(spend)} {when}, far above its usual {nanos_usd_display(cutoff.median_nanos)}"
+        f" (anomaly cutoff {nanos_usd_display(cutoff.cutoff_nanos)})."
     )
     alert = alert_record(
         organization_id=organization.id,

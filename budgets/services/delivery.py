@@ -29,7 +29,6 @@ import urllib.request
 import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -46,7 +45,7 @@ from budgets.models import (
     BudgetAlert,
     DeliveryChannel,
     DeliveryStatus,
-    nanos_to_usd,
+    nanos_usd_display,
 )
 from budgets.services.alerts import budget_node_label
 from costs.models import split_email_list
@@ -290,17 +289,6 @@ def alert_url(alert: BudgetAlert) -> str:
     return settings.SPENDGUARD_BASE_URL.rstrip("/") + path
 
 
-def usd_display(nanos: int) -> str:
-    """Nano-dollars for people: "$1,234.56" (half-up to the cent); amounts under a cent keep their
-    digits ("$0.0045") rather than showing as $0.00. ``nanos_usd_text`` is the JSON form."""
-    amount = nanos_to_usd(nanos)
-    sign = "-" if amount < 0 else ""
-    amount = abs(amount)
-    if 0 < amount < Decimal("0.01"):
-        return f"{sign}${amount.normalize():f}"
-    return f"{sign}${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
-
-
 @dataclass(frozen=True)
 class AlertMessage:
     subject: str
@@ -342,13 +330,13 @@ def _context(alert: BudgetAlert) -> dict:
     if alert.kind == AlertKind.ANOMALY:
         subject_node = alert.agent or alert.project
         context["node_label"] = f"{'Agent' if alert.agent_id else 'Project'} {subject_node.name}"
-        context["spend"] = usd_display(alert.spend_nanos)
+        context["spend"] = nanos_usd_display(alert.spend_nanos)
         context["window_phrase"] = WINDOW_PHRASES.get(alert.window, "")
         window_end = alert.window_start + WINDOW_LENGTHS.get(alert.window, timedelta(0))
         context["facts"] = [
-            ("Spent", f"{usd_display(alert.spend_nanos)} {context['window_phrase']}".strip()),
-            ("Usual (median)", usd_display(alert.baseline_nanos or 0)),
-            ("Anomaly cutoff", usd_display(alert.cutoff_nanos or 0)),
+            ("Spent", f"{nanos_usd_display(alert.spend_nanos)} {context['window_phrase']}".strip()),
+            ("Usual (median)", nanos_usd_display(alert.baseline_nanos or 0)),
+            ("Anomaly cutoff", nanos_usd_display(alert.cutoff_nanos or 0)),
             ("Window", _span(alert.window_start, window_end, tz_name)),
         ]
     else:
@@ -359,15 +347,18 @@ def _context(alert: BudgetAlert) -> dict:
         limit = alert.limit_nanos or 0
         remaining = limit - alert.spend_nanos
         facts = [
-            ("Spent", usd_display(alert.spend_nanos)),
-            ("Limit", usd_display(limit)),
+            ("Spent", nanos_usd_display(alert.spend_nanos)),
+            ("Limit", nanos_usd_display(limit)),
             ("Used", f"{alert.spend_nanos * 100 // limit}%" if limit else "—"),
-            ("Remaining", usd_display(remaining) if remaining >= 0 else f"$0.00 (over by {usd_display(-remaining)})"),
+            (
+                "Remaining",
+                nanos_usd_display(remaining) if remaining >= 0 else f"$0.00 (over by {nanos_usd_display(-remaining)})",
+            ),
         ]
         if alert.kind == AlertKind.FORECAST:
             exhaustion = alert.projected_exhaustion_at
             context["exhaustion_date"] = _local(exhaustion, tz_name).date().isoformat() if exhaustion else ""
-            facts[2:2] = [("Forecast at the period's end", usd_display(alert.projected_nanos or 0))]
+            facts[2:2] = [("Forecast at the period's end", nanos_usd_display(alert.projected_nanos or 0))]
             if exhaustion:
                 facts.append(("Limit reached on (forecast)", context["exhaustion_date"]))
         facts.append(("Period", _span(alert.period_start, alert.period_end, tz_name)))

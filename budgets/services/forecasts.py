@@ -25,14 +25,13 @@ import logging
 import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from budgets.models import AlertKind, AlertSeverity, Budget, BudgetPeriod, PeriodKind, nanos_to_usd
+from budgets.models import AlertKind, AlertSeverity, Budget, BudgetPeriod, PeriodKind, nanos_usd_display
 from budgets.services.alerts import alert_record, budget_node_label
 from budgets.services.periods import (
     Bounds,
@@ -273,8 +272,8 @@ def _forecast_alert_record(
     period_label = budget.period_word
     message = (
         f"{budget_node_label(budget)} is forecast to exceed its {period_label} budget {budget.name!r}"
-        f" on {exhaustion_day.isoformat()}: ${usd_cents_text(projection.projected_nanos)} projected"
-        f" against ${usd_cents_text(limit)}."
+        f" on {exhaustion_day.isoformat()}: {nanos_usd_display(projection.projected_nanos)} projected"
+        f" against {nanos_usd_display(limit)}."
     )
     alert = alert_record(
         organization_id=budget.organization_id,
@@ -291,8 +290,3 @@ def _forecast_alert_record(
         projected_exhaustion_at=projection.exhaustion_at,
     )
     return alert is not None
-
-
-def usd_cents_text(nanos: int) -> str:
-    """Nano-USD as dollars and cents for people's messages ("1,130.00"), half-up."""
-    return f"{nanos_to_usd(nanos).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from budgets.models import BudgetPeriod, Reservation, ReservationHold, ReservationStatus, nanos_usd_text
 from budgets.services.periods import Bounds, ledger_spend_nanos
-from budgets.services.settlement import reservations_close
+from budgets.services.settlement import reservations_close, sprints_for_budgets
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +188,10 @@ def current_periods_start(*, now: datetime | None = None) -> int:
 
     now = now or timezone.now()
     budgets = list(budget_queryset().filter(is_active=True))
+    sprints = sprints_for_budgets(budgets)  # one query for every sprint-period budget, not one each
     wanted = {}
     for budget in budgets:
-        bounds = period_bounds(budget, now)
+        bounds = period_bounds(budget, now, sprints=sprints)
         if bounds is not None:
             wanted[(budget.pk, bounds.starts_at)] = (budget, bounds)
     if not wanted:

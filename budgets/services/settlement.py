@@ -176,7 +176,7 @@ def _spend_by_period(budgets: list[Budget], rows: list[UsageRecord]) -> tuple[di
     priced = [(row, nanos) for row, nanos in priced if nanos]
     if not priced:
         return {}, {}
-    sprints = _sprints_for(budgets)
+    sprints = sprints_for_budgets(budgets)
     # (budget id, period start) -> [budget, bounds, nano-dollars]
     wanted: dict[tuple[int, datetime], list] = {}
     for budget in budgets:
@@ -229,7 +229,7 @@ def _spend_by_period(budgets: list[Budget], rows: list[UsageRecord]) -> tuple[di
     return spent, budget_of
 
 
-def _sprints_for(budgets: list[Budget]) -> list[Sprint] | None:
+def sprints_for_budgets(budgets: list[Budget]) -> list[Sprint] | None:
     """Candidate sprints of project/agent budgets with a sprint period (one query, or none)."""
     project_ids = {
         budget.project_id or budget.agent.project_id

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django import template
 
-from costs.charts import usd_text
+from pricing.calculator import usd_text
 
 register = template.Library()
 

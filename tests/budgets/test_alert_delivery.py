@@ -28,9 +28,10 @@ from budgets.models import (
     BudgetPeriod,
     DeliveryChannel,
     DeliveryStatus,
+    nanos_usd_display,
 )
 from budgets.services.alerts import alert_record, threshold_alert_record
-from budgets.services.delivery import alert_delivery_queue, deliveries_retry_due, usd_display
+from budgets.services.delivery import alert_delivery_queue, deliveries_retry_due
 from budgets.services.periods import period_bounds
 from tests.budgets.conftest import make_budget
 from tests.concurrency import run_together
@@ -625,5 +626,5 @@ def test_a_delivery_in_flight_is_not_claimed_again_until_its_lease_runs_out(webh
         (-86_796_000_000, "-$86.80"),
     ],
 )
-def test_usd_display(nanos, text) -> None:
-    assert usd_display(nanos) == text
+def test_nanos_usd_display(nanos, text) -> None:
+    assert nanos_usd_display(nanos) == text

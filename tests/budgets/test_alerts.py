@@ -123,7 +123,7 @@ def test_each_threshold_fires_once_as_usage_crosses_it(organization, project, ag
     assert (alert.organization, alert.budget, alert.period) == (organization, budget, period)
     assert (alert.period_start, alert.period_end) == (DAY, DAY + dt.timedelta(days=1))
     assert alert.status == AlertStatus.OPEN
-    assert alert.message == ("Project Search reached 90% of its daily budget 'search daily': $0.014 of $0.014 (100%).")
+    assert alert.message == ("Project Search reached 90% of its daily budget 'search daily': $0.01 of $0.01 (100%).")
 
 
 def test_a_replayed_request_records_nothing_new(organization, project, agent, budget):

@@ -2,7 +2,8 @@
 
 from decimal import Decimal as D
 
-from costs.charts import Bar, bar_chart_svg, gauge_svg, nice_ceiling, usd_text
+from costs.charts import Bar, bar_chart_svg, gauge_svg, nice_ceiling
+from pricing.calculator import usd_text
 
 
 def test_usd_text():
