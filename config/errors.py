@@ -54,3 +54,9 @@ class NotFound(ApplicationError):
     status_code = 404
     code = "not_found"
     default_message = "Not found."
+
+
+class Conflict(ApplicationError):
+    status_code = 409
+    code = "conflict"
+    default_message = "The request conflicts with the current state of the resource."

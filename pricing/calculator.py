@@ -178,19 +178,24 @@ def _check(usage: Usage) -> None:
         raise ValueError("reasoning_tokens must not exceed completion_tokens")
 
 
-def cost_of(rates: Rates, usage: Usage) -> CostBreakdown:
+def cost_of(rates: Rates, usage: Usage, *, tier_prompt_tokens: int | None = None) -> CostBreakdown:
     """Price ``usage`` with ``rates`` (rules in the module docstring), exactly, in USD.
+
+    ``tier_prompt_tokens`` is the prompt size that picks the long-context tier (default: the usage's
+    own ``prompt_tokens``). Pricing is linear within a tier, so a caller can price the token sums of
+    many requests that reach the same tier in one call by passing the size of one of them.
 
     Raises ValueError when a token count is negative or not an int, or a part exceeds its total.
     """
     _check(usage)
+    tier_size = usage.prompt_tokens if tier_prompt_tokens is None else tier_prompt_tokens
     if usage.batch and rates.has_batch_rates:
-        tier = _select_tier(rates.tiers, usage.prompt_tokens, batch=True)
+        tier = _select_tier(rates.tiers, tier_size, batch=True)
         input_rate = _first(tier and tier.batch_input, rates.batch_input)
         output_rate = _first(tier and tier.batch_output, rates.batch_output)
         # No published batch cache-read rate: cached tokens keep the standard cache-read rate (of the
         # standard long-context tier the prompt reaches), as litellm >= 1.110 bills them.
-        standard_tier = _select_tier(rates.tiers, usage.prompt_tokens, batch=False)
+        standard_tier = _select_tier(rates.tiers, tier_size, batch=False)
         cache_read = _first(
             tier and tier.batch_cache_read,
             rates.batch_cache_read,
@@ -201,7 +206,7 @@ def cost_of(rates: Rates, usage: Usage) -> CostBreakdown:
         cache_write = _first(tier and tier.batch_cache_write, rates.batch_cache_write, input_rate)
         reasoning = output_rate
     else:
-        tier = _select_tier(rates.tiers, usage.prompt_tokens, batch=False)
+        tier = _select_tier(rates.tiers, tier_size, batch=False)
         input_rate = _first(tier and tier.input, rates.input)
         output_rate = _first(tier and tier.output, rates.output)
         cache_read = _first(tier and tier.cache_read, rates.cache_read, input_rate)

@@ -247,3 +247,10 @@ SPENDGUARD_ANOMALY_MIN_HISTORY = env.int("SPENDGUARD_ANOMALY_MIN_HISTORY", defau
 # Rollups (ADR 0006): the rollup watermark trails the clock by this much, longer than any ingest
 # transaction, because received_at is stamped before the row commits.
 SPENDGUARD_ROLLUP_LAG_SECONDS = env.int("SPENDGUARD_ROLLUP_LAG_SECONDS", default=60)
+
+# Recommendations (ADR 0007): the window of ledger history a generator learns from, and the smallest
+# estimated monthly saving worth a recommendation (USD, decimal string).
+SPENDGUARD_RECOMMENDATION_WINDOW_DAYS = env.int("SPENDGUARD_RECOMMENDATION_WINDOW_DAYS", default=30)
+SPENDGUARD_RECOMMENDATION_MIN_MONTHLY_SAVING_USD = env.str(
+    "SPENDGUARD_RECOMMENDATION_MIN_MONTHLY_SAVING_USD", default="1.00"
+)
