@@ -43,4 +43,15 @@ BEAT_SCHEDULE = {
         "task": "costs.tasks.refresh_rollups",
         "schedule": crontab(minute="1-59/5"),
     },
+    # Savings recommendations from the last SPENDGUARD_RECOMMENDATION_WINDOW_DAYS of the ledger
+    # (refreshes open ones, expires the ones no longer found). Nightly, after the day's rollups.
+    "recommendations-generate": {
+        "task": "recommendations.tasks.generate_recommendations",
+        "schedule": crontab(minute="23", hour="3"),
+    },
+    # Realized savings of implemented recommendations, measured from the ledger against their baseline.
+    "recommendations-verify-implemented": {
+        "task": "recommendations.tasks.verify_implemented_recommendations",
+        "schedule": crontab(minute="43", hour="3"),
+    },
 }

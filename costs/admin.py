@@ -436,6 +436,12 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = ["organization", "project", "agent"]
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        # Links from recommendations and reports filter the ledger to one agent (there are too many
+        # agents for a sidebar filter, which is what the admin otherwise requires for a related lookup).
+        return lookup == "agent__id__exact" or super().lookup_allowed(lookup, value, request)
+
     fieldsets = [
         ("Request", {"fields": ["request_id", "occurred_at", "received_at", "status", "operation", "latency_ms"]}),
         ("Attribution", {"fields": ["organization", "project", "sprint", "agent", "end_user", "tags"]}),

@@ -2,8 +2,10 @@
 
 from dataclasses import dataclass
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.db.models import Case, Count, IntegerField, Max, QuerySet, Sum, Value, When
+from django.urls import reverse
 
 from pricing.calculator import CostBreakdown, Rates, Usage, cost_of
 from pricing.models import ModelPrice
@@ -119,13 +121,35 @@ def token_mix(context: GenerationContext) -> list[MixRow]:
     ]
 
 
-def recommendation_list(*, organization, filters: dict | None = None) -> QuerySet[Recommendation]:
-    """An organization's recommendations, best first, with their scope loaded."""
-    queryset = Recommendation.objects.filter(organization=organization).select_related("project", "agent")
-    return queryset.filter(**(filters or {}))
+def recommendation_queryset() -> QuerySet[Recommendation]:
+    """Recommendations best first (priority, then saving), with what their payload shows loaded."""
+    return Recommendation.objects.select_related("organization", "project", "agent").order_by(
+        "-priority_score", "-estimated_monthly_saving_usd", "id"
+    )
 
 
-def top_opportunities(*, organization, limit: int = 50) -> list[Recommendation]:
-    """Open and accepted recommendations, highest priority first (the report page)."""
-    statuses = [RecommendationStatus.OPEN, RecommendationStatus.ACCEPTED]
-    return list(recommendation_list(organization=organization).filter(status__in=statuses)[:limit])
+def top_opportunities(*, organization, statuses=None, limit: int = 100) -> list[Recommendation]:
+    """Open and accepted recommendations (or ``statuses``), highest priority first (the report page)."""
+    statuses = statuses or [RecommendationStatus.OPEN, RecommendationStatus.ACCEPTED]
+    return list(recommendation_queryset().filter(organization=organization, status__in=statuses)[:limit])
+
+
+def ledger_rows_url(rec: Recommendation) -> str:
+    """The admin's ledger list filtered to the rows a recommendation was computed from (its scope,
+    model, provider and operation over its window), so its figures can be checked by hand."""
+    query = {
+        "organization__id__exact": rec.organization_id,
+        "occurred_at__gte": rec.window_start.isoformat(),
+        "occurred_at__lt": rec.window_end.isoformat(),
+    }
+    if rec.agent_id:
+        query["agent__id__exact"] = rec.agent_id
+    elif rec.project_id:
+        query["project__id__exact"] = rec.project_id
+    if rec.model:
+        query["model__exact"] = rec.model
+    if rec.provider:
+        query["provider__exact"] = rec.provider
+    if rec.operation:
+        query["operation__exact"] = rec.operation
+    return f"{reverse('admin:costs_usagerecord_changelist')}?{urlencode(query)}"

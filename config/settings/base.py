@@ -192,6 +192,8 @@ SPECTACULAR_SETTINGS = {
         "AlertStatusEnum": "budgets.models.AlertStatus",
         "UsageStatusEnum": "costs.models.UsageStatus",
         "BudgetScopeEnum": "budgets.models.BudgetScope",
+        # A recommendation's confidence and effort share one choice set.
+        "LevelEnum": "recommendations.models.Confidence",
     },
 }
 
@@ -253,4 +255,10 @@ SPENDGUARD_ROLLUP_LAG_SECONDS = env.int("SPENDGUARD_ROLLUP_LAG_SECONDS", default
 SPENDGUARD_RECOMMENDATION_WINDOW_DAYS = env.int("SPENDGUARD_RECOMMENDATION_WINDOW_DAYS", default=30)
 SPENDGUARD_RECOMMENDATION_MIN_MONTHLY_SAVING_USD = env.str(
     "SPENDGUARD_RECOMMENDATION_MIN_MONTHLY_SAVING_USD", default="1.00"
+)
+# Days of traffic after a recommendation is implemented before its realized saving is measured.
+SPENDGUARD_RECOMMENDATION_MIN_VERIFY_DAYS = env.int("SPENDGUARD_RECOMMENDATION_MIN_VERIFY_DAYS", default=1)
+# A budget threshold alert queues generation for its scope at most once per this many seconds.
+SPENDGUARD_RECOMMENDATION_ALERT_DEBOUNCE_SECONDS = env.int(
+    "SPENDGUARD_RECOMMENDATION_ALERT_DEBOUNCE_SECONDS", default=600
 )

@@ -1,0 +1,38 @@
+"""Celery tasks of the recommendations app (scheduled in config/beat.py). Generation and
+verification are idempotent (ADR 0007), so a re-run after a worker crash is harmless."""
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True, soft_time_limit=1500, time_limit=1800)
+def generate_recommendations(
+    organization_id: int | None = None, *, project_id: int | None = None, agent_id: int | None = None
+) -> dict:
+    """Regenerate the recommendations of one organization (optionally one project or agent), or of
+    every organization; returns counts per organization slug."""
+    from costs.models import Agent, Organization, Project
+    from recommendations.services.generate import recommendations_generate
+
+    organizations = Organization.objects.all()
+    if organization_id is not None:
+        organizations = organizations.filter(pk=organization_id)
+    project = Project.objects.filter(pk=project_id).first() if project_id else None
+    agent = Agent.objects.filter(pk=agent_id).first() if agent_id else None
+    counts = {}
+    for organization in organizations:
+        report = recommendations_generate(organization=organization, project=project, agent=agent)
+        counts[organization.slug] = {
+            "created": len(report.created),
+            "refreshed": len(report.refreshed),
+            "reopened": len(report.reopened),
+            "expired": len(report.expired),
+        }
+    return counts
+
+
+@shared_task(acks_late=True, soft_time_limit=540, time_limit=600)
+def verify_implemented_recommendations() -> int:
+    """Re-measure the realized savings of implemented recommendations; returns how many."""
+    from recommendations.services.realized import implemented_verify_all
+
+    return implemented_verify_all()
