@@ -11,6 +11,10 @@ from django.core.cache import cache
 from django.db import transaction
 
 
+def debounce_key(organization_id: int, project_id: int | None, agent_id: int | None) -> str:
+    return f"recommendations:alert-run:{organization_id}:{project_id or '-'}:{agent_id or '-'}"
+
+
 def generate_for_budget_scope(sender, *, budget, threshold: int, **kwargs) -> None:
     if threshold not in (budget.thresholds or ()):
         return  # an action-only crossing, not an alert
@@ -18,7 +22,7 @@ def generate_for_budget_scope(sender, *, budget, threshold: int, **kwargs) -> No
     agent_id = budget.agent_id
     if agent_id:
         project_id = None  # the agent implies its project
-    key = f"recommendations:alert-run:{budget.organization_id}:{project_id or '-'}:{agent_id or '-'}"
+    key = debounce_key(budget.organization_id, project_id, agent_id)
 
     def queue() -> None:
         if not cache.add(key, 1, timeout=settings.SPENDGUARD_RECOMMENDATION_ALERT_DEBOUNCE_SECONDS):
