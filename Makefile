@@ -1,6 +1,7 @@
 # Spendguard developer commands. The README names these targets; .ci/run calls `make test`.
 #
-#   make demo   set up .venv, migrate, sync prices, seed the demo organization and its budgets, serve on 127.0.0.1:$(PORT)
+#   make demo   set up .venv, migrate, sync prices, seed the demo organization, its budgets and recommendations,
+#               serve on 127.0.0.1:$(PORT)
 #   make test   set up .venv and run the whole test suite (PostgreSQL / Redis when reachable, see README)
 #   make lint   ruff check + ruff format --check
 #   make bench  ingest benchmark under gunicorn on the local PostgreSQL + Redis (prints figures)
@@ -36,6 +37,7 @@ demo: install
 	$(DEMO_ENV) $(BIN)/python manage.py sync_beat_schedule
 	$(DEMO_ENV) $(BIN)/python manage.py sync_prices
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo --base-url http://127.0.0.1:$(PORT)
+	$(DEMO_ENV) $(BIN)/python manage.py seed_demo_recommendations
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo_budgets
 	$(DEMO_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 

@@ -11,6 +11,7 @@ from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAut
 from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.forms.utils import ErrorList
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.parsers import BaseParser
@@ -35,10 +36,20 @@ _DRF_CODES: dict[type[exceptions.APIException], str] = {
 }
 
 
+def _plain(fields: Any) -> Any:
+    """Field errors as plain JSON: a django-filter / Django form ``ErrorDict`` holds ``ErrorList`` s,
+    which the JSON renderer would write as empty lists, losing the messages."""
+    if isinstance(fields, dict):
+        return {name: _plain(errors) for name, errors in fields.items()}
+    if isinstance(fields, ErrorList):
+        return [str(message) for message in fields]
+    return fields
+
+
 def error_response(
     *, status_code: int, code: str, message: str, fields: Any = None, extra: dict | None = None, headers=None
 ) -> Response:
-    body: dict[str, Any] = {"code": code, "message": message, "fields": fields or {}}
+    body: dict[str, Any] = {"code": code, "message": message, "fields": _plain(fields or {})}
     body.update(extra or {})
     return Response({"error": body}, status=status_code, headers=headers)
 

@@ -21,8 +21,24 @@ class RejectForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000)
 
 
+class RecommendationAdminForm(forms.ModelForm):
+    """The change form edits only ``status_reason``; a rejected row must keep one (a database rule,
+    which would otherwise surface as a server error)."""
+
+    class Meta:
+        model = Recommendation
+        fields = ["status_reason"]
+
+    def clean_status_reason(self) -> str:
+        reason = (self.cleaned_data.get("status_reason") or "").strip()
+        if self.instance.status == RecommendationStatus.REJECTED and not reason:
+            raise forms.ValidationError("A rejected recommendation needs a reason.")
+        return reason
+
+
 @admin.register(Recommendation)
 class RecommendationAdmin(admin.ModelAdmin):
+    form = RecommendationAdminForm
     list_display = [
         "title",
         "kind",
@@ -83,6 +99,10 @@ class RecommendationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # generators write recommendations
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A deleted rejection would be suggested again: recommendations are kept, their status says why.
+        return False
 
     @admin.display(description="scope")
     def scope(self, obj: Recommendation) -> str:
@@ -148,7 +168,8 @@ class RecommendationAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "form": form,
             "recommendations": queryset.exclude(status=RecommendationStatus.REJECTED),
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            # The rows acted on, not the checked boxes: with "select all N" the queryset is every match.
+            "selected": list(queryset.values_list("pk", flat=True)),
         }
         return TemplateResponse(request, "admin/recommendations/recommendation/reject.html", context)
 

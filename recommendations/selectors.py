@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import urlencode
 
-from django.db.models import Case, Count, IntegerField, Max, QuerySet, Sum, Value, When
+from django.db.models import Case, Count, IntegerField, Max, Q, QuerySet, Sum, Value, When
 from django.urls import reverse
 
 from pricing.calculator import CostBreakdown, Rates, Usage, cost_of
@@ -70,10 +70,10 @@ def tier_thresholds() -> list[int]:
     return sorted(thresholds)
 
 
-def token_mix(context: GenerationContext) -> list[MixRow]:
-    """The window's priced traffic as :class:`MixRow` s, one query. Requests are banded by every
-    catalog tier threshold, so each band prices exactly at any model's rates (a band lies within one
-    tier of every price)."""
+def token_mix(context: GenerationContext, *, where: Q | None = None) -> list[MixRow]:
+    """The window's priced traffic (narrowed by ``where``, e.g. to tagged rows) as :class:`MixRow` s,
+    one query. Requests are banded by every catalog tier threshold, so each band prices exactly at
+    any model's rates (a band lies within one tier of every price)."""
     thresholds = tier_thresholds()
     # Band = the highest threshold the prompt exceeds (-1: none); its representative size is band + 1.
     band = Case(
@@ -81,9 +81,9 @@ def token_mix(context: GenerationContext) -> list[MixRow]:
         default=Value(-1),
         output_field=IntegerField(),
     )
+    ledger = context.ledger() if where is None else context.ledger().filter(where)
     rows = (
-        context.ledger()
-        .annotate(band=band)
+        ledger.annotate(band=band)
         .values("project_id", "agent_id", "operation", "model", "provider", "is_batch", "band")
         .annotate(
             requests=Count("id"),

@@ -12,13 +12,18 @@ of 30 days: ``monthly = window saving x 30 / window days``.
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from costs.models import Organization, UsageRecord
+from pricing.calculator import quantize_usd
 
 DAYS_PER_MONTH = Decimal(30)
-CENT = Decimal("0.01")
+MICROSECONDS_PER_DAY = Decimal(86_400_000_000)
+
+
+def _microseconds(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +40,12 @@ class GenerationContext:
 
     @property
     def days(self) -> Decimal:
-        return Decimal((self.end - self.start).total_seconds()) / Decimal(86_400)
+        """The window's length in days, exactly (integer microseconds: never through a float)."""
+        return Decimal(_microseconds(self.end - self.start)) / MICROSECONDS_PER_DAY
 
     def monthly(self, window_amount: Decimal) -> Decimal:
-        """A window's amount as a 30-day month's."""
-        return window_amount * DAYS_PER_MONTH / self.days
+        """A window's amount as a 30-day month's, at the ledger's 12 decimal places."""
+        return quantize_usd(window_amount * DAYS_PER_MONTH / self.days)
 
     def clears_minimum(self, monthly_saving: Decimal) -> bool:
         return monthly_saving > 0 and monthly_saving >= self.min_monthly_saving

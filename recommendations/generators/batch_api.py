@@ -15,15 +15,14 @@ recommendation tags its offline work.
 Counted: tagged, non-batch requests of models whose current price has batch rates; the saving is the
 tokens priced at today's standard rates minus the same tokens at its batch rates (long-context tiers
 and cache rates as :mod:`pricing.calculator` bills batch requests). The tagged subset is summed with
-:func:`recommendations.selectors.token_mix` (same banding, so each band prices exactly) over a
-context whose ledger is narrowed to the tagged rows.
+:func:`recommendations.selectors.token_mix` (same banding, so each band prices exactly) narrowed
+to the tagged rows.
 
 Confidence is high (the operator said the traffic can wait); effort is medium (submit and collect
 batch jobs instead of calling the API inline).
 """
 
 from collections import defaultdict
-from dataclasses import fields
 from decimal import Decimal
 
 from django.db.models import Q
@@ -40,18 +39,9 @@ TAG_CONVENTION = '{"latency": "insensitive"} or {"batchable": true}'
 TARGET = "batch API"
 
 
-class _LatencyInsensitive(GenerationContext):
-    """The context with its ledger narrowed to the tagged, not yet batched requests."""
-
-    __slots__ = ()
-
-    def ledger(self):
-        return GenerationContext.ledger(self).filter(LATENCY_INSENSITIVE, is_batch=False)
-
-
 def latency_insensitive_mix(context: GenerationContext) -> list[MixRow]:
-    narrowed = _LatencyInsensitive(**{f.name: getattr(context, f.name) for f in fields(context)})
-    return token_mix(narrowed)
+    """The tagged, not yet batched requests of the window."""
+    return token_mix(context, where=LATENCY_INSENSITIVE & Q(is_batch=False))
 
 
 def generate(context: GenerationContext) -> list[Finding]:

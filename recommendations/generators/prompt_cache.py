@@ -75,7 +75,9 @@ def generate(context: GenerationContext) -> list[Finding]:
         rates = Rates.from_price(price)
         current = sum((row.priced(rates).total_usd for row in rows), Decimal(0))
         shifted = [shifted_usage(row) for row in rows]
-        with_cache = sum((row.priced(rates, usage=usage).total_usd for row, usage in zip(rows, shifted)), Decimal(0))
+        with_cache = sum(
+            (row.priced(rates, usage=usage).total_usd for row, usage in zip(rows, shifted, strict=True)), Decimal(0)
+        )
         saving = current - with_cache
         monthly = context.monthly(saving)
         if not context.clears_minimum(monthly):

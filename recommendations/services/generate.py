@@ -19,8 +19,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from costs.models import Agent, Organization, Project
-from recommendations.generators import GENERATORS
 from recommendations.generators.base import Finding, GenerationContext
+from recommendations.generators.registry import GENERATORS
 from recommendations.models import CONFIDENCE_WEIGHTS, EFFORT_WEIGHTS, Recommendation, RecommendationStatus
 
 logger = logging.getLogger(__name__)

@@ -27,10 +27,8 @@ from django.utils import timezone
 from config.errors import Conflict
 from costs.models import UsageRecord
 from pricing.calculator import format_usd, quantize_usd
-from recommendations.generators.base import DAYS_PER_MONTH
+from recommendations.generators.base import DAYS_PER_MONTH, MICROSECONDS_PER_DAY, _microseconds
 from recommendations.models import Recommendation, RecommendationKind, RecommendationStatus
-
-DAY_SECONDS = Decimal(86_400)
 
 
 class NotMeasurable(Conflict):
@@ -80,7 +78,7 @@ def _traffic(where: Q, start: datetime, end: datetime) -> Traffic:
     totals = UsageRecord.objects.filter(where, occurred_at__gte=start, occurred_at__lt=end).aggregate(
         requests=Count("id", filter=Q(cost_usd__isnull=False)), cost=Sum("cost_usd")
     )
-    days = Decimal((end - start).total_seconds()) / DAY_SECONDS
+    days = Decimal(_microseconds(end - start)) / MICROSECONDS_PER_DAY
     return Traffic(requests=totals["requests"], cost_usd=totals["cost"] or Decimal(0), days=days)
 
 

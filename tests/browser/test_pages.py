@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from budgets.models import Budget, BudgetAlert
 from costs.models import Organization, UsageRecord
+from recommendations.models import Recommendation, RecommendationKind
 
 pytestmark = pytest.mark.browser
 
@@ -36,6 +37,8 @@ class Demo:
     budgets: int  # active: the overview's "Budgets by health"
     all_budgets: int  # the admin's changelist
     alerts: int
+    recommendations: int
+    open_kinds: set[str]  # kinds of the open / accepted recommendations: the savings page lists them
 
 
 @pytest.fixture
@@ -44,6 +47,7 @@ def demo(live_server) -> Demo:
     quiet = {"stdout": StringIO(), "stderr": StringIO()}
     call_command("sync_prices", **quiet)
     call_command("seed_demo", "--base-url", live_server.url, **quiet)
+    call_command("seed_demo_recommendations", **quiet)
     call_command("seed_demo_budgets", **quiet)
     get_user_model().objects.create_superuser(USERNAME, "browser@example.com", PASSWORD)
 
@@ -63,6 +67,8 @@ def demo(live_server) -> Demo:
             "admin-budgets": reverse("admin:budgets_budget_changelist"),
             "admin-alerts": reverse("admin:budgets_budgetalert_changelist"),
             "api-docs": reverse("v1:docs"),
+            "savings": reverse("recommendations:report"),
+            "admin-recommendations": reverse("admin:recommendations_recommendation_changelist"),
         },
         title={
             "overview": organization.name,
@@ -71,10 +77,14 @@ def demo(live_server) -> Demo:
             "agent": f"Agent {agent.name}",
             "admin-budgets": "Select budget to change",
             "admin-alerts": "Select budget alert to change",
+            "savings": f"Savings opportunities · {organization.name}",
+            "admin-recommendations": "Select recommendation to change",
         },
         budgets=Budget.objects.filter(organization=organization, is_active=True).count(),
         all_budgets=Budget.objects.count(),
         alerts=BudgetAlert.objects.count(),
+        recommendations=Recommendation.objects.count(),
+        open_kinds=set(Recommendation.objects.filter(status__in=["open", "accepted"]).values_list("kind", flat=True)),
     )
 
 
@@ -155,6 +165,18 @@ def check_api_docs(driver, demo: Demo) -> None:
     assert not driver.find_elements(By.CSS_SELECTOR, ".swagger-ui .errors-wrapper")
 
 
+def check_savings(driver, demo: Demo) -> None:
+    """The top opportunities: at least four kinds, each row with a saving in dollars and a link to
+    the ledger rows it was computed from."""
+    assert _texts(driver, "h1") == [demo.title["savings"]]
+    assert len(demo.open_kinds) >= 4, demo.open_kinds
+    rows = _texts(driver, "table.recommendations tbody tr td:first-child")
+    assert set(rows) == {RecommendationKind(kind).label for kind in demo.open_kinds}, rows
+    assert all(cell.startswith("$") for cell in _texts(driver, "table.recommendations tbody tr td.num:nth-child(3)"))
+    links = _texts(driver, "table.recommendations a[href*='/admin/costs/usagerecord/']")
+    assert len(links) == len(rows) and all(link.startswith("Ledger rows (") for link in links), links
+
+
 PAGES: list[tuple[str, Callable]] = [
     (
         "overview",
@@ -169,6 +191,8 @@ PAGES: list[tuple[str, Callable]] = [
     ("admin-budgets", check_changelist("admin-budgets", lambda demo: demo.all_budgets)),
     ("admin-alerts", check_changelist("admin-alerts", lambda demo: demo.alerts)),
     ("api-docs", check_api_docs),
+    ("savings", check_savings),
+    ("admin-recommendations", check_changelist("admin-recommendations", lambda demo: demo.recommendations)),
 ]
 
 

@@ -238,7 +238,7 @@ def test_the_alert_is_emailed_after_commit(organization, project, agent, budget,
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         client.post("/api/v1/usage/", record(2), format="json")
 
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the alert's delivery, and recommendations for the budget's scope
     [message] = mail.outbox
     assert message.to == ["oncall@example.com"]
     assert message.subject == "[Spendguard] Project Search reached 50% of its daily budget"

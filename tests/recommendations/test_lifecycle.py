@@ -107,7 +107,6 @@ def test_realized_saving_of_a_model_switch_counts_the_agents_traffic_on_either_m
 def test_response_caching_is_measured_per_day_and_a_loss_stays_negative(org, agent):
     run_finding = finding(agent, kind=RecommendationKind.RESPONSE_CACHE, target="")
     recommendations_generate_ = run  # the fake generator runs under the kind we pass
-    from recommendations.services.generate import recommendations_generate
 
     recommendations_generate(
         organization=org, now=NOW, generators={RecommendationKind.RESPONSE_CACHE: lambda c: [run_finding]}

@@ -89,6 +89,13 @@ class AgentSpec:
     operation: str = "chat"
     model_override: str = ""
     batch: bool = False
+    # Tagged {"latency": "insensitive"}: work that could wait for the batch API (see recommendations).
+    latency_insensitive: bool = False
+    # False: the agent sends no cache_control / stable prefix, so the provider caches nothing.
+    prompt_caching: bool = True
+    # Now and then (1 request in ~30, picked from the prompt size, not the random stream) an answer
+    # runs away to 6x its usual length: the long tail a max_tokens cap would cut.
+    runaway_answers: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ PROJECTS = (
                 (("claude-sonnet-4-5", 0.7), ("gpt-4.1", 0.3)),
                 14000,
                 900,
+                prompt_caching=False,
             ),
             AgentSpec(
                 "test-writer",
@@ -187,6 +195,7 @@ PROJECTS = (
                 (("gemini/gemini-2.5-pro", 0.5), ("gemini/gemini-2.5-flash", 0.5)),
                 40000,
                 1200,
+                latency_insensitive=True,
             ),
             AgentSpec(
                 "analyst",
@@ -196,6 +205,7 @@ PROJECTS = (
                 (("o3-mini", 0.5), ("claude-sonnet-4-5", 0.5)),
                 8000,
                 2500,
+                runaway_answers=True,
             ),
             AgentSpec(
                 "citation-checker",
@@ -231,6 +241,7 @@ PROJECTS = (
                 (("gpt-4.1-mini", 0.5), ("gemini/gemini-2.5-flash", 0.3), ("local/llama-3-70b-selfhosted", 0.2)),
                 2200,
                 400,
+                latency_insensitive=True,
             ),
             AgentSpec(
                 "classifier",
@@ -322,6 +333,8 @@ def _record(rng: random.Random, project: ProjectSpec, agent: AgentSpec, model: s
     if model in LONG_CONTEXT_MODELS and rng.random() < 0.06:
         prompt = rng.randint(210_000, 600_000)
     completion = 0 if agent.operation == "embedding" else _lognormal(rng, agent.completion, 0.5)
+    if agent.runaway_answers and prompt % 29 == 0:
+        completion *= 6
     cached = cache_write = reasoning = 0
     if agent.operation != "embedding":
         if model in ANTHROPIC_MODELS:
@@ -332,6 +345,8 @@ def _record(rng: random.Random, project: ProjectSpec, agent: AgentSpec, model: s
                 cached = int(prompt * rng.uniform(0.5, 0.9))
         elif model not in UNPRICED_MODELS and prompt >= 1024 and rng.random() < 0.4:
             cached = int(prompt * rng.uniform(0.3, 0.8)) // 128 * 128  # automatic prefix caching, 128-token steps
+        if not agent.prompt_caching:  # the random draws above still happen: the stream stays the same
+            cached = cache_write = 0
         if model in REASONING_MODELS:
             reasoning = int(completion * rng.uniform(0.3, 0.8))
             completion += reasoning  # reasoning tokens are part of completion_tokens
@@ -354,6 +369,8 @@ def _record(rng: random.Random, project: ProjectSpec, agent: AgentSpec, model: s
         "latency_ms": int(150 + completion * rng.uniform(8, 25) + prompt * 0.01),
         "tags": {"env": "staging" if rng.random() < 0.08 else "prod"},
     }
+    if agent.latency_insensitive:
+        record["tags"]["latency"] = "insensitive"
     if project.slug == "support-bot":
         record["end_user"] = f"customer-{rng.randint(1, 400):04d}"
         record["tags"]["channel"] = rng.choice(("chat", "email", "chat", "widget"))

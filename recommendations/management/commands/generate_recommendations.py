@@ -1,5 +1,7 @@
 """On-demand generation (the beat job runs the same service nightly)."""
 
+from decimal import Decimal
+
 from django.core.management.base import BaseCommand, CommandError
 
 from costs.models import Organization
@@ -23,7 +25,8 @@ class Command(BaseCommand):
         for org in organizations:
             report = recommendations_generate(organization=org)
             open_recs = Recommendation.objects.filter(organization=org, status=RecommendationStatus.OPEN)
-            total = sum((rec.estimated_monthly_saving_usd for rec in open_recs), start=0)
+            # start=Decimal(0): usd_text needs a Decimal, also when nothing is open.
+            total = sum((rec.estimated_monthly_saving_usd for rec in open_recs), start=Decimal(0))
             self.stdout.write(
                 f"{org.slug}: {len(report.created)} new, {len(report.refreshed)} refreshed, "
                 f"{len(report.reopened)} reopened, {len(report.expired)} expired; "
