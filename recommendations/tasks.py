@@ -8,26 +8,30 @@ from celery import shared_task
 def generate_recommendations(
     organization_id: int | None = None, *, project_id: int | None = None, agent_id: int | None = None
 ) -> dict:
-    """Regenerate the recommendations of one organization (optionally one project or agent), or of
-    every organization; returns counts per organization slug."""
+    """Regenerate the recommendations of one organization (optionally one project or agent); without
+    an organization (the nightly run), queue one task per organization, so each has its own time limit
+    and a worker crash repeats only its own. Returns counts per organization slug."""
     from costs.models import Agent, Organization, Project
     from recommendations.services.generate import recommendations_generate
 
-    organizations = Organization.objects.all()
-    if organization_id is not None:
-        organizations = organizations.filter(pk=organization_id)
+    if organization_id is None:
+        for pk in Organization.objects.order_by("pk").values_list("pk", flat=True):
+            generate_recommendations.delay(pk)
+        return {}
+    organization = Organization.objects.filter(pk=organization_id).first()
+    if organization is None:
+        return {}  # deleted since it was queued
     project = Project.objects.filter(pk=project_id).first() if project_id else None
     agent = Agent.objects.filter(pk=agent_id).first() if agent_id else None
-    counts = {}
-    for organization in organizations:
-        report = recommendations_generate(organization=organization, project=project, agent=agent)
-        counts[organization.slug] = {
+    report = recommendations_generate(organization=organization, project=project, agent=agent)
+    return {
+        organization.slug: {
             "created": len(report.created),
             "refreshed": len(report.refreshed),
             "reopened": len(report.reopened),
             "expired": len(report.expired),
         }
-    return counts
+    }
 
 
 @shared_task(acks_late=True, soft_time_limit=540, time_limit=600)
