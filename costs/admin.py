@@ -428,6 +428,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "cost",
         "source",
         "status",
+        "prompt_hash",
     ]
     # Model names come from a DISTINCT over the ledger; later rollup tables can serve it cheaper.
     list_filter = ["cost_source", "status", "operation", "organization", "project", "model"]

@@ -10,7 +10,7 @@ from django.urls import reverse
 from pricing.calculator import CostBreakdown, Rates, Usage, cost_of
 from pricing.models import ModelPrice
 from recommendations.generators.base import GenerationContext
-from recommendations.models import Recommendation, RecommendationStatus
+from recommendations.models import Recommendation, RecommendationKind, RecommendationStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,4 +152,15 @@ def ledger_rows_url(rec: Recommendation) -> str:
         query["provider__exact"] = rec.provider
     if rec.operation:
         query["operation__exact"] = rec.operation
+    # Narrowed further to the rows the kind's generator counted (see its module).
+    query.update(_KIND_ROWS.get(rec.kind, {}))
     return f"{reverse('admin:costs_usagerecord_changelist')}?{urlencode(query)}"
+
+
+_KIND_ROWS = {
+    # Successful requests with a prompt hash; the list's "prompt hash" column shows the repeats.
+    RecommendationKind.RESPONSE_CACHE: {"status__exact": "success", "prompt_hash__gt": ""},
+    RecommendationKind.PROMPT_CACHE: {"is_batch__exact": "0"},
+    RecommendationKind.BATCH_API: {"is_batch__exact": "0"},
+    RecommendationKind.OUTPUT_CAP: {"status__exact": "success"},
+}
