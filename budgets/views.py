@@ -57,6 +57,7 @@ class Table:
     csv_url: str
     sort: str = ""
     descending: bool = True
+    total_rows: int = 0  # rows before a "top N" cut (the CSV has them all)
 
     def header(self, request) -> list[dict]:
         out = []
@@ -130,8 +131,15 @@ def _trend_chart(organization, start, end, caption, **filters):
     return bar_chart_svg(bars, label_every=max(len(bars) // 10, 1), caption=caption), points
 
 
-def _breakdown_table(request, name, organization, start, end, by: str, label: str, **filters) -> Table:
+def _breakdown_table(
+    request, name, organization, start, end, by: str, label: str, *, top: int | None = None, **filters
+) -> Table:
+    """A breakdown by ``by`` as a sortable table; ``top`` keeps only the costliest rows (the overview's
+    "Top ..." tables: the CSV link still has every row)."""
     rows = analytics.spend_breakdown(organization=organization, start=start, end=end, group_by=[by], **filters)
+    total_rows = len(rows)
+    if top is not None:
+        rows = sorted(rows, key=lambda row: row.cost_usd, reverse=True)[:top]
     columns = [
         Column(by, label),
         Column("cost_usd", "Cost", numeric=True),
@@ -164,7 +172,8 @@ def _breakdown_table(request, name, organization, start, end, by: str, label: st
         sprint=filters.get("sprint") and filters["sprint"].slug,
         agent=filters.get("agent") and filters["agent"].name,
     )
-    return _sorted_table(request, Table(name, columns, table_rows, csv), default="cost_usd")
+    table = Table(name, columns, table_rows, csv, total_rows=total_rows)
+    return _sorted_table(request, table, default="cost_usd")
 
 
 def _node_link(organization, by: str, key: dict) -> str:
@@ -248,9 +257,9 @@ def overview(request):
         "budgets": _budget_rows(budgets, now),
         "alerts": alert_queryset().filter(organization=organization)[:10],
         "tables": [
-            _breakdown_table(request, "projects", organization, start, end, "project", "Project"),
-            _breakdown_table(request, "agents", organization, start, end, "agent", "Agent"),
-            _breakdown_table(request, "models", organization, start, end, "model", "Model"),
+            _breakdown_table(request, "projects", organization, start, end, "project", "Project", top=TOP_ROWS),
+            _breakdown_table(request, "agents", organization, start, end, "agent", "Agent", top=TOP_ROWS),
+            _breakdown_table(request, "models", organization, start, end, "model", "Model", top=TOP_ROWS),
         ],
         "unpriced": analytics.unpriced_usage(organization=organization, start=start, end=end),
     }
