@@ -217,7 +217,7 @@ def _budget_rows(budgets, now) -> list[dict]:
     return rows
 
 
-def _month_forecast(organization, now, month_to_date: Decimal) -> Decimal | None:
+def _month_forecast(organization, now, month_to_date: Decimal, daily: list | None = None) -> Decimal | None:
     """The month's spend projected to its end: month to date + the burn rate of the last (up to) 7
     local days, from their first midnight to now, times the time left — the forecast alerts' rule on
     the rollups' day grid. None in the month's first day (too young to tell)."""
@@ -228,7 +228,13 @@ def _month_forecast(organization, now, month_to_date: Decimal) -> Decimal | None
         return None
     next_month = (month_start + timedelta(days=32)).replace(day=1)
     window_start = max(month_start, today - timedelta(days=6))
-    recent = analytics.spend_totals(organization=organization, start=window_start, end=today).cost_usd
+    # The page's daily trend already holds these days when its range covers them: no second query.
+    by_day = {point.period: point.cost_usd for point in daily or ()}
+    days = [window_start + timedelta(days=n) for n in range((today - window_start).days + 1)]
+    if all(day in by_day for day in days):
+        recent = sum((by_day[day] for day in days), Decimal(0))
+    else:
+        recent = analytics.spend_totals(organization=organization, start=window_start, end=today).cost_usd
     observed = now - datetime.combine(window_start, time.min, tz)
     remaining = datetime.combine(next_month, time.min, tz) - now
     rate = recent / Decimal(observed.total_seconds())  # USD per second: Decimal, never float
@@ -244,7 +250,7 @@ def overview(request):
     now = timezone.now()
     start, end = _range(request, organization)
     current = analytics.spend_today_and_month_to_date(organization=organization, now=now)
-    chart, _ = _trend_chart(organization, start, end, f"Daily spend, {start} to {end}")
+    chart, daily = _trend_chart(organization, start, end, f"Daily spend, {start} to {end}")
     budgets = budget_queryset().filter(organization=organization, is_active=True)
     context = {
         "organization": organization,
@@ -252,7 +258,7 @@ def overview(request):
         "start": start,
         "end": end,
         "current": current,
-        "month_forecast": _month_forecast(organization, now, current.month_to_date.cost_usd),
+        "month_forecast": _month_forecast(organization, now, current.month_to_date.cost_usd, daily),
         "chart": chart,
         "budgets": _budget_rows(budgets, now),
         "alerts": alert_queryset().filter(organization=organization)[:10],

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
+from freezegun import freeze_time
 
 from budgets.models import Budget
 from tests.budgets.conftest import ledger_row, make_price
@@ -87,3 +88,20 @@ def test_project_sprint_and_agent_pages(staff, spend):
 def test_an_unknown_node_is_404(staff, spend):
     assert staff.get("/reports/acme/projects/nope/").status_code == 404
     assert staff.get("/reports/acme/projects/search/agents/nobody/").status_code == 404
+
+
+@freeze_time("2026-11-20T12:00:00Z")
+@pytest.mark.parametrize("query", ["", "&start=2026-11-01&end=2026-11-05"])
+def test_the_months_forecast_is_month_to_date_plus_the_last_seven_days_rate(staff, organization, agent, query):
+    """From the page's own daily trend when its range holds the last 7 days, else from the ledger:
+    the same figure either way."""
+    make_price("gpt-4o", input="2.5", output="10")
+    for day, cost in [(2, "5.00"), (14, "3.50"), (20, "1.00")]:
+        ledger_row(agent=agent, cost_usd=cost, occurred_at=dt.datetime(2026, 11, day, 10, tzinfo=dt.UTC))
+
+    page = staff.get(f"/reports/?organization=acme{query}").content.decode()
+
+    # Month to date $9.50; the last 7 days (from 14 Nov 00:00, 6.5 days ago) $4.50, so $4.50 / 6.5 days
+    # for the 10.5 days left: 9.50 + 4.50 x 10.5 / 6.5 = $16.77.
+    card = page[page.index("Forecast for the month") :]
+    assert card.index("$16.77") < card.index("at the last 7 days")
