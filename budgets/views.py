@@ -132,11 +132,13 @@ def _trend_chart(organization, start, end, caption, **filters):
 
 
 def _breakdown_table(
-    request, name, organization, start, end, by: str, label: str, *, top: int | None = None, **filters
+    request, name, organization, start, end, by: str, label: str, *, top: int | None = None, rows=None, **filters
 ) -> Table:
     """A breakdown by ``by`` as a sortable table; ``top`` keeps only the costliest rows (the overview's
-    "Top ..." tables: the CSV link still has every row)."""
-    rows = analytics.spend_breakdown(organization=organization, start=start, end=end, group_by=[by], **filters)
+    "Top ..." tables: the CSV link still has every row). ``rows``: the breakdown, when the caller
+    already has it (regrouped from a finer one)."""
+    if rows is None:
+        rows = analytics.spend_breakdown(organization=organization, start=start, end=end, group_by=[by], **filters)
     total_rows = len(rows)
     if top is not None:
         rows = sorted(rows, key=lambda row: row.cost_usd, reverse=True)[:top]
@@ -252,6 +254,11 @@ def overview(request):
     current = analytics.spend_today_and_month_to_date(organization=organization, now=now)
     chart, daily = _trend_chart(organization, start, end, f"Daily spend, {start} to {end}")
     budgets = budget_queryset().filter(organization=organization, is_active=True)
+    # The three "Top" tables from one project x agent x model breakdown (one query, not three).
+    fine = analytics.spend_breakdown(
+        organization=organization, start=start, end=end, group_by=["project", "agent", "model"]
+    )
+    tops = (("projects", "project", "Project"), ("agents", "agent", "Agent"), ("models", "model", "Model"))
     context = {
         "organization": organization,
         "organizations": Organization.objects.order_by("name"),
@@ -263,9 +270,18 @@ def overview(request):
         "budgets": _budget_rows(budgets, now),
         "alerts": alert_queryset().filter(organization=organization)[:10],
         "tables": [
-            _breakdown_table(request, "projects", organization, start, end, "project", "Project", top=TOP_ROWS),
-            _breakdown_table(request, "agents", organization, start, end, "agent", "Agent", top=TOP_ROWS),
-            _breakdown_table(request, "models", organization, start, end, "model", "Model", top=TOP_ROWS),
+            _breakdown_table(
+                request,
+                name,
+                organization,
+                start,
+                end,
+                by,
+                label,
+                top=TOP_ROWS,
+                rows=analytics.breakdown_regroup(fine, group_by=[by]),
+            )
+            for name, by, label in tops
         ],
         "unpriced": analytics.unpriced_usage(organization=organization, start=start, end=end),
     }

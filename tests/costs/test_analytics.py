@@ -19,6 +19,7 @@ from costs.analytics import (
     SpendFigures,
     TrendPoint,
     UnpricedRow,
+    breakdown_regroup,
     spend_breakdown,
     spend_daily_series,
     spend_today_and_month_to_date,
@@ -163,6 +164,17 @@ def test_breakdown_merges_rollup_and_tail_groups(organization, project, agent, c
         ({"day": dt.date(2026, 11, 20), "project": "search", "agent": "coder"}, 1, Decimal("0.75")),
         ({"day": dt.date(2026, 11, 20), "project": "search", "agent": "planner"}, 1, Decimal("0.25")),
     ]
+    # One fine breakdown regrouped answers the coarser ones exactly (keys, figures, order).
+    fine = spend_breakdown(
+        organization=organization, start=dt.date(2026, 11, 1), end=dt.date(2026, 11, 30),
+        group_by=["project", "agent", "model"],
+    )  # fmt: skip
+    for coarse in (["project"], ["agent"], ["model"], ["project", "model"]):
+        regrouped = breakdown_regroup(fine, group_by=coarse)
+        assert [(row.key, row.requests, row.cost_usd) for row in regrouped] == breakdown(*coarse), coarse
+        assert regrouped == spend_breakdown(
+            organization=organization, start=dt.date(2026, 11, 1), end=dt.date(2026, 11, 30), group_by=coarse
+        )
     # model also matches behind a provider prefix; agent narrows to one agent.
     assert breakdown("model", model="gpt-4o-mini", agent=agent) == [({"model": "gpt-4o-mini"}, 2, Decimal("1"))]
     assert breakdown("operation", provider="anthropic") == [({"operation": "chat"}, 1, Decimal("3"))]
