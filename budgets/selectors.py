@@ -219,6 +219,16 @@ def alert_queryset() -> QuerySet[BudgetAlert]:
     ).prefetch_related("deliveries")
 
 
+def alerts_recent(*, organization, where: Q | None = None, limit: int = 10) -> list[BudgetAlert]:
+    """An organization's newest alerts (those matching ``where``), as the report pages list them:
+    their own columns only — no joins, no deliveries."""
+    fields = ("organization_id", "kind", "severity", "message", "fired_at", "status")
+    alerts = BudgetAlert.objects.filter(organization=organization)
+    if where is not None:
+        alerts = alerts.filter(where)
+    return list(alerts.only(*fields).order_by("-fired_at", "-id")[:limit])
+
+
 def alerts_visible(*, scope: KeyScope) -> QuerySet[BudgetAlert]:
     """The alerts an API key may read: those of the budgets it may read (:func:`budgets_visible`),
     and anomaly alerts of the projects / agents inside its scope."""

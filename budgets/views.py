@@ -14,13 +14,14 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 
 from budgets.models import nanos_to_usd
-from budgets.selectors import alert_queryset, budget_projections, budget_queryset
+from budgets.selectors import alerts_recent, budget_projections, budget_queryset
 from costs import analytics
 from costs.charts import Bar, bar_chart_svg, gauge_svg
 from costs.models import Agent, Organization, Project, Sprint
@@ -268,7 +269,7 @@ def overview(request):
         "month_forecast": _month_forecast(organization, now, current.month_to_date.cost_usd, daily),
         "chart": chart,
         "budgets": _budget_rows(budgets, now),
-        "alerts": alert_queryset().filter(organization=organization)[:10],
+        "alerts": alerts_recent(organization=organization),
         "tables": [
             _breakdown_table(
                 request,
@@ -338,11 +339,12 @@ def _node_page(request, organization, title, *, project, sprint=None, agent=None
     if agent is None:
         tables.insert(0, _breakdown_table(request, "agents", organization, start, end, "agent", "Agent", **filters))
     budgets = _covering_budgets(organization, project=project, sprint=sprint, agent=agent)
-    alerts = alert_queryset().filter(budget__in=[b.pk for b in budgets])
+    # The node's budgets' alerts, and the agent's or project's own anomaly alerts.
+    alerts = Q(budget__in=[b.pk for b in budgets])
     if agent is not None:
-        alerts = alerts | alert_queryset().filter(agent=agent)
+        alerts |= Q(agent=agent)
     elif sprint is None:
-        alerts = alerts | alert_queryset().filter(project=project)
+        alerts |= Q(project=project)
     context = {
         "organization": organization,
         "title": title,
@@ -355,7 +357,7 @@ def _node_page(request, organization, title, *, project, sprint=None, agent=None
         "chart": chart,
         "tables": tables,
         "budgets": _budget_rows(budgets, now),
-        "alerts": alerts.order_by("-fired_at", "-id")[:10],
+        "alerts": alerts_recent(organization=organization, where=alerts),
         "sprints": project.sprints.order_by("-start_date") if agent is None and sprint is None else [],
         "agents": project.agents.order_by("name") if agent is None else [],
     }
