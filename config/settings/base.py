@@ -209,7 +209,9 @@ SPENDGUARD_API_KEY_TOUCH_SECONDS = env.int("SPENDGUARD_API_KEY_TOUCH_SECONDS", d
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"skip_budget_denials": {"()": "budgets.log_filters.SkipBudgetDenials"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"filters": ["skip_budget_denials"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
 
