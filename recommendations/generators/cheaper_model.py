@@ -24,7 +24,6 @@ from costs.models import Agent
 from pricing.calculator import format_usd, quantize_usd, usd_text
 from pricing.models import ModelPrice
 from pricing.selectors import PriceBook
-from recommendations import selectors  # module import: selectors imports this package (a cycle)
 from recommendations.catalog import (
     Traffic,
     charges_something,
@@ -38,6 +37,7 @@ from recommendations.catalog import (
 )
 from recommendations.generators.base import Finding, GenerationContext
 from recommendations.models import Confidence, Effort, RecommendationKind
+from recommendations.selectors import token_mix
 
 UNVETTED = "not marked as an equivalent in the quality tiers — check quality before switching"
 
@@ -46,7 +46,7 @@ def generate(context: GenerationContext) -> list[Finding]:
     """One finding per (agent, operation, model, provider) whose best substitute saves at least the
     minimum a month; traffic whose model has no current catalog price is skipped."""
     groups = traffic_groups(
-        selectors.token_mix(context), key=lambda r: (r.project_id, r.agent_id, r.operation, r.model, r.provider)
+        token_mix(context), key=lambda r: (r.project_id, r.agent_id, r.operation, r.model, r.provider)
     )
     if not groups:
         return []

@@ -18,7 +18,6 @@ from costs.models import Agent
 from pricing.calculator import format_usd, quantize_usd, usd_text
 from pricing.models import ModelPrice
 from pricing.selectors import PriceBook
-from recommendations import selectors  # module import: selectors imports this package (a cycle)
 from recommendations.catalog import (
     Traffic,
     charges_something,
@@ -30,12 +29,13 @@ from recommendations.catalog import (
 )
 from recommendations.generators.base import Finding, GenerationContext
 from recommendations.models import Confidence, Effort, RecommendationKind
+from recommendations.selectors import token_mix
 
 
 def generate(context: GenerationContext) -> list[Finding]:
     """One finding per (agent, model, provider) whose cheapest other provider saves at least the
     minimum a month; traffic whose model has no current catalog price is skipped."""
-    groups = traffic_groups(selectors.token_mix(context), key=lambda r: (r.project_id, r.agent_id, r.model, r.provider))
+    groups = traffic_groups(token_mix(context), key=lambda r: (r.project_id, r.agent_id, r.model, r.provider))
     if not groups:
         return []
     book = PriceBook((model, provider) for (_, _, model, provider) in groups)
