@@ -64,6 +64,7 @@ def test_saving_of_tagged_traffic_at_batch_rates(org, agent):
     assert "$2.25" in finding.explanation
     assert finding.evidence == {
         "tag_convention": '{"latency": "insensitive"} or {"batchable": true}',
+        "latency_insensitive": "tagged",
         "requests": 2,
         "prompt_tokens": 1_400_000,
         "completion_tokens": 150_000,
@@ -78,6 +79,44 @@ def test_saving_of_tagged_traffic_at_batch_rates(org, agent):
         "window_saving_usd": "2.25",
         "monthly_saving_usd": "2.25",
     }
+
+
+NIGHT = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC)  # a Friday, 02:00 in the organization's UTC
+SATURDAY_NOON = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+FRIDAY_NOON = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+
+def unattended_ledger(agent, *, daytime: int = 0, end_user: str = ""):
+    """Nine untagged off-hours requests (night and weekend) plus ``daytime`` weekday-noon ones."""
+    batch_priced_gpt_4o()
+    # Each: 1,000,000 prompt x $2.50 + 100,000 output x $10 = $3.50 standard, $1.75 batch: $1.75 saved.
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 100_000}
+    for when in [NIGHT] * 5 + [SATURDAY_NOON] * 4:
+        ledger_row(agent, cost="3.50", occurred_at=when, **usage)
+    for _ in range(daytime):
+        ledger_row(agent, cost="3.50", occurred_at=FRIDAY_NOON, end_user=end_user, **usage)
+
+
+def test_untagged_traffic_observed_unattended_is_a_low_confidence_finding(org, agent):
+    unattended_ledger(agent, daytime=1)  # 9 of 10 off hours: exactly the 90 % share
+
+    (finding,) = run(org)
+
+    assert finding.monthly_saving_usd == Decimal("17.5")  # 10 x $1.75
+    assert (finding.confidence, finding.baseline_requests) == ("low", 10)
+    assert finding.title == "Send the unattended off-hours traffic of planner on gpt-4o through the batch API"
+    assert "observed, not tagged" in finding.explanation
+    assert finding.evidence["latency_insensitive"] == "observed off hours, no end user"
+
+
+def test_no_observed_finding_with_an_end_user_or_too_much_daytime_traffic(org, agent):
+    unattended_ledger(agent, daytime=1, end_user="customer-1")
+    assert run(org) == []
+
+
+def test_no_observed_finding_when_more_than_a_tenth_runs_in_working_hours(org, agent):
+    unattended_ledger(agent, daytime=2)  # 9 of 11 off hours: 82 %
+    assert run(org) == []
 
 
 def test_nothing_without_batch_rates(org, agent):
