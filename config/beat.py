@@ -10,8 +10,8 @@ BEAT_SCHEDULE = {
         "task": "budgets.tasks.expire_reservations",
         "schedule": crontab(),
     },
-    # Start each active budget's new period (a new day, week, sprint ...) before anyone reads it, so
-    # budget lists and reports read live rows instead of summing the ledger.
+    # Start each active budget's new period (a new day, week, sprint ...) up to two minutes before it
+    # begins, so budget lists and reports read live rows instead of summing the ledger.
     "budgets-start-current-periods": {
         "task": "budgets.tasks.start_current_periods",
         "schedule": crontab(),

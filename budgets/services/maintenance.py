@@ -174,9 +174,14 @@ def _period_reconcile(period: BudgetPeriod, *, now: datetime, repair: bool) -> P
     return drift
 
 
+# Longer than the job's cadence (every minute), so a period's row exists before the period starts.
+PERIOD_LEAD = timedelta(minutes=2)
+
+
 def current_periods_start(*, now: datetime | None = None) -> int:
-    """Start the live period row of every active budget whose current period has none yet (a new
-    day, week, sprint ... that no check or usage has touched), from the ledger; returns how many.
+    """Start the live period row of every active budget whose current period — or next one, when it
+    starts within ``PERIOD_LEAD`` — has none yet (a new day, week, sprint ... that no check or usage
+    has touched), from the ledger; returns how many.
 
     Reads (budget lists, reports) show a budget without a live row by summing the ledger, which is
     exact but costs a scan of the period's rows; this keeps such budgets rare. Safe to run twice or
@@ -191,14 +196,17 @@ def current_periods_start(*, now: datetime | None = None) -> int:
     sprints = sprints_for_budgets(budgets)  # one query for every sprint-period budget, not one each
     wanted = {}
     for budget in budgets:
-        bounds = period_bounds(budget, now, sprints=sprints)
-        if bounds is not None:
-            wanted[(budget.pk, bounds.starts_at)] = (budget, bounds)
+        # The period running now, and the one starting within PERIOD_LEAD: started ahead (with
+        # nothing spent in it yet), so at midnight, on Monday ... reads find its live row at once
+        # instead of summing the ledger until the next run.
+        for at in (now, now + PERIOD_LEAD):
+            bounds = period_bounds(budget, at, sprints=sprints)
+            if bounds is not None:
+                wanted[(budget.pk, bounds.starts_at)] = (budget, bounds)
     if not wanted:
         return 0
     existing = set(
-        BudgetPeriod.objects.filter(budget__in=[pk for pk, _ in wanted], starts_at__lte=now)
-        .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+        BudgetPeriod.objects.filter(budget__in={pk for pk, _ in wanted}, starts_at__in={s for _, s in wanted})
         .values_list("budget_id", "starts_at")
     )
     started = 0

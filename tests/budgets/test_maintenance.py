@@ -457,3 +457,22 @@ def test_current_periods_start_starts_each_missing_current_period_once(organizat
     assert {daily.pk, monthly.pk} == set(BudgetPeriod.objects.values_list("budget_id", flat=True))
     # The next day: only the daily budget needs a new period.
     assert maintenance.current_periods_start(now=now + dt.timedelta(days=1)) == 1
+
+
+def test_the_next_period_is_started_just_before_it_begins(organization, agent, gpt4o):
+    """At 23:59 the job also starts tomorrow's row of a daily budget (nothing spent in it yet), so from
+    midnight reads find a live row instead of summing the ledger; the monthly one waits for its month."""
+    make_budget(organization, "agent daily", agent=agent)
+    make_budget(organization, "org monthly", period="monthly")
+    before_midnight = dt.datetime(2026, 11, 2, 23, 59, tzinfo=dt.UTC)
+    ledger_row(agent=agent, cost_usd="1.5", occurred_at=before_midnight - dt.timedelta(hours=1))
+    BudgetPeriod.objects.all().delete()
+
+    assert maintenance.current_periods_start(now=before_midnight - dt.timedelta(minutes=5)) == 2  # today's
+    assert maintenance.current_periods_start(now=before_midnight) == 1  # tomorrow's, ahead
+    assert maintenance.current_periods_start(now=before_midnight + dt.timedelta(minutes=1, seconds=30)) == 0
+    assert sorted(BudgetPeriod.objects.values_list("budget__name", "starts_at", "spent_nanos")) == [
+        ("agent daily", dt.datetime(2026, 11, 2, tzinfo=dt.UTC), 1_500_000_000),
+        ("agent daily", dt.datetime(2026, 11, 3, tzinfo=dt.UTC), 0),
+        ("org monthly", dt.datetime(2026, 11, 1, tzinfo=dt.UTC), 1_500_000_000),
+    ]
