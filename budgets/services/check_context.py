@@ -35,7 +35,7 @@ MAX_ORGANIZATIONS = 4096
 
 @dataclass(slots=True)
 class CheckContext:
-    """What :class:`budgets.services.enforcement._Check` read for one target (project, agent,
+    """What :class:`budgets.services.enforcement.check._Check` read for one target (project, agent,
     sprint) at ``version``: valid for checks at ``computed_at <= now < valid_until``."""
 
     computed_at: datetime

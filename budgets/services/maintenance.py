@@ -206,8 +206,9 @@ def current_periods_start(*, now: datetime | None = None) -> int:
     if not wanted:
         return 0
     existing = set(
-        BudgetPeriod.objects.filter(budget__in={pk for pk, _ in wanted}, starts_at__in={s for _, s in wanted})
-        .values_list("budget_id", "starts_at")
+        BudgetPeriod.objects.filter(
+            budget__in={pk for pk, _ in wanted}, starts_at__in={s for _, s in wanted}
+        ).values_list("budget_id", "starts_at")
     )
     started = 0
     for key in sorted(wanted.keys() - existing):
