@@ -101,7 +101,9 @@ def _csv_url(report: str, organization: Organization, **params) -> str:
     return f"{reverse(f'v1:report-{report}')}?{urlencode(query)}"
 
 
-def _organization(request) -> Organization:
+def report_organization(request) -> Organization:
+    """The organization a report page shows: ``?organization=<slug>``, else the first by name (404
+    when there is none yet). The overview and the savings page pick theirs this way."""
     slug = request.GET.get("organization")
     organizations = Organization.objects.order_by("name")
     organization = organizations.filter(slug=slug).first() if slug else organizations.first()
@@ -249,7 +251,7 @@ def _month_forecast(organization, now, month_to_date: Decimal, daily: list | Non
 
 @staff_member_required
 def overview(request):
-    organization = _organization(request)
+    organization = report_organization(request)
     now = timezone.now()
     start, end = _range(request, organization)
     current = analytics.spend_today_and_month_to_date(organization=organization, now=now)

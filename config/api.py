@@ -19,7 +19,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
 
-from config.errors import ApplicationError
+from config.errors import ApplicationError, ValidationFailed
 
 # DRF's own exceptions mapped to our stable codes.
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
@@ -44,6 +44,15 @@ def _plain(fields: Any) -> Any:
     if isinstance(fields, ErrorList):
         return [str(message) for message in fields]
     return fields
+
+
+def filterset_or_400(filterset_class, request, queryset):
+    """The django-filter ``filterset_class`` of ``request``'s query parameters over ``queryset``;
+    invalid filters are a 400 ``validation_error`` with each field's messages."""
+    filterset = filterset_class(request.query_params, queryset=queryset, request=request)
+    if not filterset.is_valid():
+        raise ValidationFailed(fields=filterset.errors)
+    return filterset
 
 
 def error_response(

@@ -6,9 +6,10 @@ realized savings)."""
 import csv
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 
+from budgets.views import report_organization
 from costs.models import Organization
 from pricing.calculator import format_usd
 from recommendations.models import RecommendationStatus
@@ -36,18 +37,9 @@ CSV_COLUMNS = [
 ]
 
 
-def _organization(request) -> Organization:
-    slug = request.GET.get("organization")
-    organizations = Organization.objects.order_by("name")
-    organization = organizations.filter(slug=slug).first() if slug else organizations.first()
-    if organization is None:
-        raise Http404("No organization yet: run `manage.py seed_demo` or create one in the admin.")
-    return organization
-
-
 @staff_member_required
 def recommendations_report(request):
-    organization = _organization(request)
+    organization = report_organization(request)
     status = request.GET.get("status", "")
     statuses = [status] if status in RecommendationStatus.values else None
     recs = top_opportunities(organization=organization, statuses=statuses)

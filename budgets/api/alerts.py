@@ -18,7 +18,8 @@ from budgets.api.budgets import IsApiKeyReaderOrStaff, _actor
 from budgets.models import AlertKind, AlertSeverity, AlertStatus, BudgetAlert, nanos_usd_text
 from budgets.selectors import alert_queryset, alerts_visible
 from budgets.services.alerts import alerts_acknowledge, alerts_resolve
-from config.errors import NotFound, ValidationFailed
+from config.api import filterset_or_400
+from config.errors import NotFound
 from costs.api.authentication import request_scope
 from costs.api.serializers import ApiErrorSerializer
 from costs.models import ApiKey
@@ -149,9 +150,7 @@ class AlertListApi(GenericAPIView):
         return _alerts_for(self.request)
 
     def get(self, request):
-        filterset = AlertFilter(request.query_params, queryset=self.get_queryset(), request=request)
-        if not filterset.is_valid():
-            raise ValidationFailed(fields=filterset.errors)
+        filterset = filterset_or_400(AlertFilter, request, self.get_queryset())
         page = self.paginate_queryset(filterset.qs.order_by("-fired_at", "-id"))
         return self.get_paginated_response([alert_payload(alert) for alert in page])
 

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from budgets.models import Budget, BudgetScope, Enforcement, ExceededAction, PeriodKind
 from budgets.selectors import BudgetLive, LiveStatus, budget_queryset, budgets_live, budgets_visible
 from budgets.services.budgets import budget_create, budget_delete, budget_node_resolve, budget_update
+from config.api import filterset_or_400
 from config.errors import NotFound, OutOfScope, ValidationFailed
 from costs.api.authentication import request_scope
 from costs.api.serializers import ApiErrorSerializer
@@ -35,18 +36,26 @@ _MONEY = 'USD as a decimal string, e.g. "12.5".'
 
 
 class IsApiKeyReaderOrStaff(BasePermission):
-    """API keys may read; staff session users may read and write; anyone else is refused."""
+    """API keys may read; staff session users may read and write; anyone else is refused. Other APIs
+    with the same rule subclass it to name their own resource in the refusals."""
+
+    resource = "budgets"
+    operators_do = "change them"
 
     def has_permission(self, request, view) -> bool:
         if isinstance(request.auth, ApiKey):
             if request.method in SAFE_METHODS:
                 return True
-            raise OutOfScope("API keys may only read budgets; operators change them.", code="operator_only")
+            raise OutOfScope(
+                f"API keys may only read {self.resource}; operators {self.operators_do}.", code="operator_only"
+            )
         user = request.user
         if user is not None and user.is_authenticated:
             if user.is_staff:
                 return True
-            raise OutOfScope("Only staff users may use the budgets API with a session login.", code="operator_only")
+            raise OutOfScope(
+                f"Only staff users may use the {self.resource} API with a session login.", code="operator_only"
+            )
         return False  # DRF answers 401 not_authenticated
 
 
@@ -259,9 +268,7 @@ class BudgetListApi(GenericAPIView):
         return _budgets_for(self.request).order_by("organization__name", "name", "id")
 
     def get(self, request):
-        filterset = BudgetFilter(request.query_params, queryset=self.get_queryset(), request=request)
-        if not filterset.is_valid():
-            raise ValidationFailed(fields=filterset.errors)
+        filterset = filterset_or_400(BudgetFilter, request, self.get_queryset())
         wanted = filterset.form.cleaned_data.get("status") or None
         if wanted is None:
             page = self.paginate_queryset(filterset.qs)

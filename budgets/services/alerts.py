@@ -27,6 +27,7 @@ from budgets.models import (
     nanos_usd_display,
     severity_for_percent,
 )
+from budgets.services.actors import actor_identity
 from budgets.signals import budget_threshold_crossed
 
 logger = logging.getLogger(__name__)
@@ -189,8 +190,7 @@ def alerts_resolve(*, alerts, actor=None, actor_label: str = "", now: datetime |
 
 def _move(alerts, from_status, to_status, actor, actor_label, now) -> list[BudgetAlert]:
     now = now or timezone.now()
-    user = actor if actor is not None and actor.is_authenticated else None
-    label = actor_label or (user.get_username() if user is not None else "system")
+    user, label = actor_identity(actor, actor_label)
     ids = [alert.pk for alert in alerts]
     movable = BudgetAlert.objects.select_for_update().filter(pk__in=ids).exclude(status=AlertStatus.RESOLVED)
     if from_status is not None:

@@ -42,6 +42,7 @@ from budgets.models import (
     default_thresholds,
     nanos_usd_text,
 )
+from budgets.services.actors import actor_identity
 from budgets.services.alerts import thresholds_cross
 from budgets.services.periods import ledger_spend_nanos, period_bounds, period_ensure
 from budgets.services.settlement import reservations_close
@@ -376,12 +377,7 @@ def _audit(*, budget: Budget, action: str, changes: dict, actor, actor_label: st
 
 
 def _label(actor, actor_label: str) -> str:
-    """Who acted, in words that outlive the user row."""
-    if actor_label:
-        return actor_label
-    if actor is not None and actor.is_authenticated:
-        return actor.get_username()
-    return "system"
+    return actor_identity(actor, actor_label)[1]
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,12 +14,12 @@ from django.db.models import Q, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
-from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from budgets.api.budgets import IsApiKeyReaderOrStaff as _BudgetsReaderOrStaff
 from budgets.api.budgets import _actor
-from config.errors import NotFound, OutOfScope, ValidationFailed
+from config.api import filterset_or_400
+from config.errors import NotFound, ValidationFailed
 from costs.api.authentication import request_scope
 from costs.api.serializers import ApiErrorSerializer
 from costs.models import ApiKey
@@ -37,18 +37,10 @@ _MONEY = 'USD as a decimal string, e.g. "12.5".'
 
 
 class IsApiKeyReaderOrStaff(_BudgetsReaderOrStaff):
-    """The budgets API's rule (API keys read, staff sessions act), refused in this API's words:
-    the shared class names budgets in its 403 messages."""
+    """The budgets API's rule (API keys read, staff sessions act), refused in this API's words."""
 
-    def has_permission(self, request, view) -> bool:
-        if isinstance(request.auth, ApiKey) and request.method not in SAFE_METHODS:
-            raise OutOfScope("API keys may only read recommendations; operators act on them.", code="operator_only")
-        user = request.user
-        if not isinstance(request.auth, ApiKey) and user is not None and user.is_authenticated and not user.is_staff:
-            raise OutOfScope(
-                "Only staff users may use the recommendations API with a session login.", code="operator_only"
-            )
-        return super().has_permission(request, view)
+    resource = "recommendations"
+    operators_do = "act on them"
 
 
 def _visible(request) -> QuerySet[Recommendation]:
@@ -194,10 +186,7 @@ class RecommendationListApi(GenericAPIView):
         return _visible(self.request)
 
     def get(self, request):
-        filterset = RecommendationFilter(request.query_params, queryset=self.get_queryset(), request=request)
-        if not filterset.is_valid():
-            # Plain lists: orjson writes Django's ErrorList as its (empty) underlying list.
-            raise ValidationFailed(fields=filterset.errors)
+        filterset = filterset_or_400(RecommendationFilter, request, self.get_queryset())
         page = self.paginate_queryset(filterset.qs)
         return self.get_paginated_response([recommendation_payload(rec) for rec in page])
 

@@ -22,8 +22,10 @@ from costs.models import Agent, Organization, Project
 from recommendations.generators.base import Finding, GenerationContext
 from recommendations.generators.registry import GENERATORS
 from recommendations.models import CONFIDENCE_WEIGHTS, EFFORT_WEIGHTS, Recommendation, RecommendationStatus
+from recommendations.services.lifecycle import status_set
 
 logger = logging.getLogger(__name__)
+GENERATOR = "generator"  # who changed a status when no operator did
 
 PRIORITY_QUANTUM = Decimal("0.0001")
 REFRESHABLE = (RecommendationStatus.OPEN, RecommendationStatus.ACCEPTED)
@@ -106,8 +108,7 @@ def _record(context: GenerationContext, findings: dict[str, Finding], *, kinds: 
             report.kept.append(rec.pk)
         else:
             if rec.status == RecommendationStatus.EXPIRED:
-                rec.status, rec.status_reason, rec.status_changed_at = RecommendationStatus.OPEN, "", now
-                rec.status_changed_by, rec.status_changed_by_label = None, "generator"
+                status_set(rec, status=RecommendationStatus.OPEN, reason="", now=now, label=GENERATOR)
                 report.reopened.append(rec.pk)
             else:
                 report.refreshed.append(rec.pk)
@@ -120,18 +121,9 @@ def _record(context: GenerationContext, findings: dict[str, Finding], *, kinds: 
             and rec.kind in kinds
             and _in_scope(rec, context)
         ):
-            rec.status = RecommendationStatus.EXPIRED
-            rec.status_reason = f"Not found in the {context.days.normalize():f} days up to {now:%Y-%m-%d %H:%M} UTC."
-            rec.status_changed_at, rec.status_changed_by, rec.status_changed_by_label = now, None, "generator"
-            rec.save(
-                update_fields=[
-                    "status",
-                    "status_reason",
-                    "status_changed_at",
-                    "status_changed_by",
-                    "status_changed_by_label",
-                ]
-            )
+            reason = f"Not found in the {context.days.normalize():f} days up to {now:%Y-%m-%d %H:%M} UTC."
+            fields = status_set(rec, status=RecommendationStatus.EXPIRED, reason=reason, now=now, label=GENERATOR)
+            rec.save(update_fields=fields)
             report.expired.append(rec.pk)
     logger.info(
         "Recommendations for %s: %d new, %d refreshed, %d reopened, %d expired",

@@ -15,6 +15,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from budgets.services.actors import actor_identity
 from config.errors import Conflict, ValidationFailed
 from recommendations.models import Recommendation, RecommendationStatus
 
@@ -28,11 +29,6 @@ ALLOWED_FROM = {
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
-
-
-def _actor(actor, actor_label: str) -> tuple[object | None, str]:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return user, actor_label or (user.get_username() if user is not None else "system")
 
 
 @transaction.atomic
@@ -55,22 +51,25 @@ def _move(
             extra={"status": rec.status},
         )
     now = now or timezone.now()
-    user, label = _actor(actor, actor_label)
-    rec.status, rec.status_reason = to, reason
-    rec.status_changed_at, rec.status_changed_by, rec.status_changed_by_label = now, user, label
+    user, label = actor_identity(actor, actor_label)
+    fields = status_set(rec, status=to, reason=reason, now=now, user=user, label=label)
     if to == S.IMPLEMENTED:
         rec.implemented_at = implemented_at or now
-    rec.save(
-        update_fields=[
-            "status",
-            "status_reason",
-            "status_changed_at",
-            "status_changed_by",
-            "status_changed_by_label",
-            "implemented_at",
-        ]
-    )
+    rec.save(update_fields=[*fields, "implemented_at"])
     return rec
+
+
+STATUS_FIELDS = ("status", "status_reason", "status_changed_at", "status_changed_by", "status_changed_by_label")
+
+
+def status_set(
+    rec: Recommendation, *, status: str, reason: str, now: datetime, user=None, label: str
+) -> tuple[str, ...]:
+    """Move ``rec`` to ``status`` with who, when and why (not saved); returns the fields written.
+    The operator's moves here and the generator's (reopen, expire) record a change the same way."""
+    rec.status, rec.status_reason = status, reason
+    rec.status_changed_at, rec.status_changed_by, rec.status_changed_by_label = now, user, label
+    return STATUS_FIELDS
 
 
 def recommendation_accept(
