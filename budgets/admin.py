@@ -32,7 +32,7 @@ from budgets.models import (
     ReservationHold,
     nanos_usd_text,
 )
-from budgets.selectors import BudgetLive, LiveStatus, budget_ids_with_status, budgets_live
+from budgets.selectors import BudgetLive, LiveStatus, budget_ids_with_status, budgets_live, live_reserved_apply
 from budgets.services.alerts import alerts_acknowledge, alerts_resolve
 from budgets.services.budgets import EDITABLE_FIELDS, budget_create, budget_delete, budget_update, period_reset
 from pricing.calculator import format_usd
@@ -130,11 +130,18 @@ class BudgetPeriodInline(admin.TabularInline):
 
     @admin.display(description="reserved")
     def reserved(self, obj: BudgetPeriod) -> str:
-        return _usd(obj.reserved_nanos)
+        return _usd(self._live(obj).reserved_nanos)
 
     @admin.display(description="remaining")
     def remaining(self, obj: BudgetPeriod) -> str:
-        return _usd(max(0, obj.remaining_nanos))
+        return _usd(max(0, self._live(obj).remaining_nanos))
+
+    def _live(self, obj: BudgetPeriod) -> BudgetPeriod:
+        """The row with what the enforcing store holds (the Redis store reserves outside it)."""
+        if not hasattr(obj, "_live_applied"):
+            live_reserved_apply([obj])
+            obj._live_applied = True
+        return obj
 
 
 @admin.register(Budget)

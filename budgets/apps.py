@@ -6,6 +6,8 @@ class BudgetsConfig(AppConfig):
     verbose_name = "Budgets"
 
     def ready(self) -> None:
+        from budgets import checks  # noqa: F401  (registers the settings checks)
+
         # The one seam from costs to budgets (costs must not import budgets): every ingested batch
         # settles its reservations and books its cost in the ingest transaction.
         from budgets.services.settlement import usage_settle

@@ -222,6 +222,10 @@ class BudgetPeriod(models.Model):
     ceiling_nanos = models.BigIntegerField()
     spent_nanos = models.BigIntegerField(default=0)
     reserved_nanos = models.BigIntegerField(default=0)
+    # Bumped by a PostgreSQL trigger on every change of spent_nanos (migration 0005), whoever makes
+    # it: the Redis live store copies spent_nanos only from a newer version than it holds, so
+    # copies applied out of order after concurrent commits never go back (ADR 0008).
+    spent_version = models.BigIntegerField(default=0, db_default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

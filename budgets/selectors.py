@@ -13,6 +13,7 @@ sprints ...) or the first check or settlement does (``period_ensure``), from the
 so the ledger fallback is rare.
 """
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,13 +21,17 @@ from decimal import Decimal
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from redis import RedisError
 
 from budgets.models import AlertKind, Budget, BudgetAlert, BudgetPeriod, PeriodKind, nanos_to_usd, usd_to_nanos
+from budgets.services import redis_store
 from budgets.services.forecasts import fraction_round_half_up, spend_projection
 from budgets.services.periods import Bounds, ledger_coverage, ledger_nanos_sum, period_bounds
 from costs.analytics import local_midnight, spend_daily_series
 from costs.models import Agent, Organization, Project, Sprint, UsageRecord
 from costs.services.scope import KeyScope
+
+logger = logging.getLogger(__name__)
 
 
 class LiveStatus:
@@ -184,7 +189,24 @@ def _periods_by_budget(bounds: dict[int, Bounds | None]) -> dict[int, BudgetPeri
     condition = Q()
     for budget_id, starts_at in wanted:
         condition |= Q(budget_id=budget_id, starts_at=starts_at)
-    return {p.budget_id: p for p in BudgetPeriod.objects.filter(condition)}
+    periods = list(BudgetPeriod.objects.filter(condition))
+    live_reserved_apply(periods)
+    return {p.budget_id: p for p in periods}
+
+
+def live_reserved_apply(periods: list[BudgetPeriod]) -> None:
+    """With the Redis store (ADR 0008) money is reserved in Redis, not in the period rows: add what
+    it holds to each row's ``reserved_nanos`` (in place; one round trip). Redis unreachable: the
+    rows keep their own figure, and a warning says so."""
+    if not periods or not redis_store.enabled():
+        return
+    try:
+        live = redis_store.counters([p.pk for p in periods])
+    except RedisError as exc:
+        logger.warning("Redis budget store unreachable; showing reserved amounts without it (%s)", exc)
+        return
+    for period in periods:
+        period.reserved_nanos += live[period.pk][1]
 
 
 def _ledger_spend(budgets: list[Budget], missing: dict[int, Bounds]) -> dict[int, int]:

@@ -42,6 +42,7 @@ from budgets.models import (
     default_thresholds,
     nanos_usd_text,
 )
+from budgets.services import redis_store
 from budgets.services.actors import actor_identity
 from budgets.services.alerts import thresholds_cross
 from budgets.services.periods import ledger_spend_nanos, period_bounds, period_ensure
@@ -92,6 +93,23 @@ class PeriodResetResult:
     spent_after: int
     reserved_before: int
     reserved_after: int
+
+
+def _live_release_period(period_id: int, now: datetime) -> tuple[int, int]:
+    """Release the Redis store's reservations holding against ``period_id``; returns how many, and
+    what the store had reserved on the period before."""
+    reserved_before = redis_store.counters([period_id])[period_id][1]
+    holding = redis_store.reservations_holding(period_id)
+    closed = redis_store.close(status=ReservationStatus.RELEASED.value, now=now, reservation_ids=holding)
+    return len(closed), reserved_before
+
+
+def _live_recount(period: BudgetPeriod) -> int:
+    """Recount what the Redis store holds on ``period`` from its held reservations (those made
+    since the release) and return it; the re-derived spend is copied into it after the commit."""
+    copy = (period.pk, period.spent_nanos, period.spent_version)
+    transaction.on_commit(lambda: redis_store.spend_copy([copy]))
+    return redis_store.reserved_recount([period.pk], repair=True)[period.pk][1]
 
 
 def budget_node_resolve(
@@ -291,8 +309,13 @@ def period_reset(
     bounds = period_bounds(budget, now)
     if bounds is None:
         return PeriodResetResult(None, 0, 0, 0, 0, 0)
+    live = redis_store.enabled()
     with transaction.atomic():
         period, _ = period_ensure(budget, bounds)
+    # The Redis store's reservations on the period are released first (outside the transaction:
+    # Redis is not part of it); what they held is part of the audited "before".
+    live_released, live_before = _live_release_period(period.pk, now) if live else (0, 0)
+    with transaction.atomic():
         # A snapshot for the audit row (not locked: reservations are closed before periods are locked,
         # the order every writer follows).
         before = BudgetPeriod.objects.get(pk=period.pk)
@@ -314,7 +337,17 @@ def period_reset(
         )
         BudgetPeriod.objects.filter(pk=period.pk).update(spent_nanos=spent, reserved_nanos=reserved, updated_at=now)
         period.refresh_from_db()
-        result = PeriodResetResult(period, len(flipped), before.spent_nanos, spent, before.reserved_nanos, reserved)
+        if live:
+            # Re-derived in Redis from its held reservations (checks made meanwhile) after the commit.
+            reserved += _live_recount(period)
+        result = PeriodResetResult(
+            period,
+            len(flipped) + live_released,
+            before.spent_nanos,
+            spent,
+            before.reserved_nanos + live_before,
+            reserved,
+        )
         _audit(
             budget=budget,
             action=AuditAction.PERIOD_RESET,

@@ -16,6 +16,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from budgets.models import BudgetPeriod, Reservation, ReservationHold, ReservationStatus, nanos_usd_text
+from budgets.services import redis_store
 from budgets.services.periods import Bounds, ledger_spend_nanos
 from budgets.services.settlement import reservations_close, sprints_for_budgets
 
@@ -52,9 +53,38 @@ def reservations_expire(*, now: datetime | None = None, batch_size: int = EXPIRE
         total += len(closed)
         if len(due) < batch_size or not closed:
             break
+    if redis_store.enabled():
+        total += _live_expire(now=now, batch_size=batch_size)
     if total:
         logger.info("Expired %d reservation(s) held past their TTL.", total)
     return total
+
+
+def _live_expire(*, now: datetime, batch_size: int) -> int:
+    """The Redis store: expire its held reservations past their deadline, and drop the pending
+    batches of settlements that never finished (rolled back, or their process died after the
+    commit), copying their periods' spend from PostgreSQL in the same step — so the store goes from
+    counting such spend as reserved to counting it as spent (or not at all if it rolled back)."""
+    total = 0
+    while True:
+        due = redis_store.due_reservations(now=now, limit=batch_size)
+        closed = redis_store.close(status=ReservationStatus.EXPIRED.value, now=now, reservation_ids=due)
+        total += len(closed)
+        if len(due) < batch_size:
+            break
+    for token, period_ids in redis_store.due_pending(now=now, limit=batch_size).items():
+        logger.warning("Dropping unfinished settlement %s on periods %s; copying their spend.", token, period_ids)
+        redis_store.close(
+            status=ReservationStatus.SETTLED.value, now=now, copies=_spend_copies(period_ids), pending_token=token
+        )
+    return total
+
+
+def _spend_copies(period_ids: list[int]) -> list[tuple[int, int, int]]:
+    """(period id, spent, spent version) as committed in PostgreSQL."""
+    if not period_ids:
+        return []
+    return list(BudgetPeriod.objects.filter(id__in=period_ids).values_list("id", "spent_nanos", "spent_version"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +152,49 @@ def budget_spend_reconcile(
         .order_by("id")
     )
     report = ReconcileReport(repaired=repair)
+    drifts = []
     for period in candidates:
         drift = _period_reconcile(period, now=now, repair=repair)
-        if drift is None:
-            continue
+        if drift is not None:
+            drifts.append(drift)
+    if redis_store.enabled():
+        drifts = _live_reconcile(drifts, repair=repair)
+    for drift in drifts:
         report.checked += 1
         if drift.spent_drift_nanos or drift.reserved_drift_nanos:
             report.drifts.append(drift)
             logger.warning("Budget counter drift %s: %s", "repaired" if repair else "found", drift.describe())
     logger.info(report.lines()[0])
     return report
+
+
+def _live_reconcile(drifts: list[PeriodDrift], *, repair: bool) -> list[PeriodDrift]:
+    """The Redis store: its spend copy should equal the period row's (after the ledger repair just
+    made) and its reserved amount what its held reservations and pending settlements add up to.
+    Repairing copies the spend (newer versions only) and recounts the reserved amount atomically in
+    Redis, so checks running meanwhile are neither lost nor counted twice."""
+    ids = [drift.period_id for drift in drifts]
+    before = redis_store.counters(ids)
+    copies = _spend_copies(ids)
+    if repair:
+        redis_store.spend_copy(copies)
+    recount = redis_store.reserved_recount(ids, repair=repair)
+    committed = {period_id: spent for period_id, spent, _ in copies}
+    result = []
+    for drift in drifts:
+        spent_copy = before[drift.period_id][0]
+        found_reserved, held = recount[drift.period_id]
+        live_drift = PeriodDrift(
+            drift.period_id,
+            drift.budget_id,
+            # A drift of the period row from the ledger, else of the store's copy from the row.
+            drift.spent_nanos if drift.spent_drift_nanos or spent_copy is None else spent_copy,
+            drift.ledger_nanos if drift.spent_drift_nanos or spent_copy is None else committed[drift.period_id],
+            found_reserved,
+            held,
+        )
+        result.append(live_drift)
+    return result
 
 
 def _period_reconcile(period: BudgetPeriod, *, now: datetime, repair: bool) -> PeriodDrift | None:

@@ -19,27 +19,34 @@ reservation rows first (the flip), then budget periods created in (budget, start
 counter updates one period at a time in ascending period id.
 """
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
+from redis import RedisError
 
 from budgets.models import (
     Budget,
     BudgetPeriod,
+    CheckContextVersion,
     PeriodKind,
     Reservation,
     ReservationHold,
     ReservationStatus,
     usd_to_nanos,
 )
+from budgets.services import redis_store
 from budgets.services.alerts import thresholds_cross
 from budgets.services.periods import Bounds, covers, period_bounds, period_ensure
 from config.db import fetch_instances, in_list, row_shape
 from costs.models import Organization, Sprint, UsageRecord
+
+logger = logging.getLogger(__name__)
 
 _RESERVATION_TABLE = Reservation._meta.db_table
 _PERIOD_TABLE = BudgetPeriod._meta.db_table
@@ -94,13 +101,67 @@ def reservations_close(*, reservation_ids: Iterable[uuid.UUID], status: str, now
 
 
 def _settle_organization(organization_id: int, rows: list[UsageRecord], now: datetime) -> None:
+    # Reservations held in PostgreSQL (the PostgreSQL store's, or made before a switch to Redis).
     reserved = _holds_by_period(_settle_reservations(organization_id, rows, now))
     budgets = _active_budgets(rows[0].organization)
     spent: dict[int, int] = {}
     budget_of: dict[int, Budget] = {}
     if budgets:
         spent, budget_of = _spend_by_period(budgets, rows)
-    _apply(reserved, spent, now, budget_of=budget_of)
+    live = redis_store.enabled()
+    pending = _live_pending(organization_id, spent, now) if live else ""
+    copies = _apply(reserved, spent, now, budget_of=budget_of)
+    if live:
+        transaction.on_commit(lambda: _live_settle(organization_id, rows, copies, pending, now), robust=True)
+
+
+def _live_pending(organization_id: int, spent: dict[int, int], now: datetime) -> str:
+    """The Redis store: count this batch's spend as reserved until the ledger commits (so no check
+    sees it in neither place). Redis unreachable: the ledger is written all the same, and the
+    organization's check context version is bumped in this transaction, so every process's next
+    check reads its periods from PostgreSQL and copies their spend into the store before reserving
+    (until Redis is back, checks fail closed or open per SPENDGUARD_BUDGET_STORE_FAILURE)."""
+    if not spent:
+        return ""
+    token = uuid.uuid4().hex
+    deadline = now + timedelta(seconds=settings.SPENDGUARD_BUDGET_REDIS_PENDING_SECONDS)
+    try:
+        redis_store.pending_add(token=token, spend=spent, deadline=deadline)
+    except RedisError as exc:
+        logger.warning("Redis budget store unreachable while settling (%s); organization %s", exc, organization_id)
+        check_context_version_bump(organization_id)
+        return ""
+    return token
+
+
+def _live_settle(organization_id: int, rows: list[UsageRecord], copies, pending: str, now: datetime) -> None:
+    """After the ledger commit: close the rows' reservations, copy the new spend and drop the
+    pending batch, in one Redis script. If Redis fails here the reservations stay held until they
+    expire and the pending batch until the expiry job drops it — both count too much, never too
+    little — and that job copies the spend again."""
+    try:
+        redis_store.close(
+            status=ReservationStatus.SETTLED.value,
+            now=now,
+            organization_id=organization_id,
+            reservation_ids=sorted({row.reservation_id for row in rows if row.reservation_id is not None}),
+            request_ids=sorted({row.request_id for row in rows if row.reservation_id is None and row.request_id}),
+            copies=copies,
+            pending_token=pending,
+        )
+    except RedisError as exc:
+        logger.warning("Redis budget store unreachable after settling (%s); organization %s", exc, organization_id)
+
+
+def check_context_version_bump(organization_id: int) -> None:
+    """Make every process read this organization's check context afresh at its next check."""
+    table = connection.ops.quote_name(CheckContextVersion._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (organization_id, version) VALUES (%s, 1) "
+            f"ON CONFLICT (organization_id) DO UPDATE SET version = {table}.version + 1",
+            [organization_id],
+        )
 
 
 def _active_budgets(organization: Organization) -> list[Budget]:
@@ -243,8 +304,10 @@ def sprints_for_budgets(budgets: list[Budget]) -> list[Sprint] | None:
 
 def _apply(
     reserved: dict[int, int], spent: dict[int, int], now: datetime, *, budget_of: dict[int, Budget] | None = None
-) -> None:
+) -> list[tuple[int, int, int]]:
     """One UPDATE per touched period, in ascending id (the lock order every writer follows).
+    Returns ``(period id, spent, spent version)`` of the periods whose spend it changed (what the
+    Redis store copies after the commit).
 
     Where spend is added, the UPDATE returns the period as it left it, and the thresholds that this
     one addition carried ``spent_nanos`` across are sent (``budget_threshold_crossed``): the row lock
@@ -253,6 +316,7 @@ def _apply(
     updated_at = connection.ops.adapt_datetimefield_value(now)
     returned = row_shape(BudgetPeriod, _RETURNED_FIELDS)
     crossings: list[tuple[Budget, BudgetPeriod, int]] = []
+    copies: list[tuple[int, int, int]] = []
     with connection.cursor() as cursor:
         for period_id in sorted(reserved.keys() | spent.keys()):
             release, add = reserved.get(period_id, 0), spent.get(period_id, 0)
@@ -267,15 +331,22 @@ def _apply(
                 [add, release, release, updated_at, period_id],
             )
             row = cursor.fetchone()
+            if row is None:
+                continue
+            period = returned.instance(row)
+            if add:
+                copies.append((period.id, period.spent_nanos, period.spent_version))
             budget = (budget_of or {}).get(period_id)
-            if add and row is not None and budget is not None:
-                period = returned.instance(row)
+            if add and budget is not None:
                 crossings.append((budget, period, period.spent_nanos - add))
     # After every counter update, so receivers' writes (alerts, an agent paused) take their locks
     # after the periods', in the order every writer follows.
     for budget, period, before in crossings:
         thresholds_cross(budget=budget, period=period, before_nanos=before)
+    return copies
 
 
 # What a counter update returns for threshold detection (a BudgetPeriod instance, no extra query).
-_RETURNED_FIELDS = ("id", "budget_id", "starts_at", "ends_at", "limit_nanos", "ceiling_nanos", "spent_nanos")
+_RETURNED_FIELDS = (
+    "id", "budget_id", "starts_at", "ends_at", "limit_nanos", "ceiling_nanos", "spent_nanos", "spent_version",
+)  # fmt: skip

@@ -224,6 +224,22 @@ SPENDGUARD_BUDGET_LOCK_TIMEOUT_MS = env.int("SPENDGUARD_BUDGET_LOCK_TIMEOUT_MS",
 # Spend store unavailable (lock timeout, database error): "closed" answers 503 budget_store_unavailable
 # when a hard budget covers the request; "open" allows it with a warning and reserves nothing.
 SPENDGUARD_BUDGET_STORE_FAILURE = env.str("SPENDGUARD_BUDGET_STORE_FAILURE", default="closed")
+# Where live spend is enforced (ADR 0008): "postgresql" (the reference: counters in the period rows,
+# one guarded statement per check) or "redis" (reserved amounts and held reservations in Redis,
+# settled spend copied from the period rows; needs PostgreSQL as the database).
+SPENDGUARD_BUDGET_STORE = env.str("SPENDGUARD_BUDGET_STORE", default="postgresql")
+SPENDGUARD_BUDGET_REDIS_URL = env.str("SPENDGUARD_BUDGET_REDIS_URL", default=REDIS_URL or "redis://127.0.0.1:6379/0")
+SPENDGUARD_BUDGET_REDIS_PREFIX = env.str("SPENDGUARD_BUDGET_REDIS_PREFIX", default="spendguard:budgets:")
+# How long a call to the Redis store may take before the store counts as unavailable (ms).
+SPENDGUARD_BUDGET_REDIS_TIMEOUT_MS = env.int("SPENDGUARD_BUDGET_REDIS_TIMEOUT_MS", default=1000)
+# How long a closed reservation stays in Redis (a repeated request_id answers 409 meanwhile). About
+# 250 bytes each: at 1,000 checks/s, 600 s keep ~150 MB.
+SPENDGUARD_BUDGET_REDIS_CLOSED_RETENTION_SECONDS = env.int(
+    "SPENDGUARD_BUDGET_REDIS_CLOSED_RETENTION_SECONDS", default=600
+)
+# Spend being settled counts as reserved until its ledger transaction commits; past this the expiry
+# job drops it and copies the periods' spend again (an ingest rolled back, or its process died).
+SPENDGUARD_BUDGET_REDIS_PENDING_SECONDS = env.int("SPENDGUARD_BUDGET_REDIS_PENDING_SECONDS", default=60)
 # Per-process cache of catalog prices used to price checks, seconds (0 disables). Staleness only
 # affects the reserved estimate; settlement books the actual cost with the price in effect.
 SPENDGUARD_CHECK_PRICE_CACHE_SECONDS = env.int("SPENDGUARD_CHECK_PRICE_CACHE_SECONDS", default=60)

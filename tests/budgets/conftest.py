@@ -17,6 +17,7 @@ from budgets.services.enforcement import check_caches_clear
 from costs.models import CostSource, UsageRecord
 from costs.services.api_keys import api_key_create
 from pricing.models import ModelPrice, PriceSource
+from tests.budgets.stores import store  # noqa: F401  (a fixture: run a test on both spend stores)
 
 CHECK_URL = "/api/v1/budget-checks/"
 SINCE_2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)

@@ -11,11 +11,12 @@ import pytest
 from freezegun import freeze_time
 
 from budgets.errors import BudgetExceeded
-from budgets.models import AuditAction, AuditEntry, BudgetPeriod, Reservation, ReservationHold, ReservationStatus
+from budgets.models import AuditAction, AuditEntry, BudgetPeriod, Reservation, ReservationStatus
 from budgets.services.enforcement import budget_check, worst_case_nanos
 from costs.models import Agent, AgentStatus
 from costs.services.api_keys import api_key_create
 from costs.services.scope import scope_for_key
+from tests.budgets import stores
 from tests.budgets.conftest import (
     CHECK_URL,
     GPT4O_CHECK_NANOS,
@@ -28,7 +29,8 @@ from tests.budgets.conftest import (
 )
 from tests.factories import AgentFactory, OrganizationFactory, ProjectFactory, SprintFactory
 
-pytestmark = pytest.mark.django_db
+# Every test runs on both spend stores (tests/budgets/stores.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("store")]
 
 NOW = "2026-11-10T12:00:00Z"
 NOW_DT = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC)
@@ -50,8 +52,17 @@ def line(budget, *, limit, spent, reserved, remaining, status, period=None, scop
 
 
 def only_reservation() -> Reservation:
-    [reservation] = Reservation.objects.all()
+    [reservation] = stores.reservations()
     return reservation
+
+
+def reservation_status(reservation_id) -> str:
+    return next(r.status for r in stores.reservations() if str(r.pk) == str(reservation_id))
+
+
+def only_reserved() -> int:
+    [period] = stores.periods()
+    return period.reserved_nanos
 
 
 # --- decisions --------------------------------------------------------------------------------
@@ -94,11 +105,11 @@ def test_allow_reserves_the_worst_case_against_every_covering_budget(prices, org
         project.pk,
         agent.pk,
     )
-    assert sorted(ReservationHold.objects.values_list("period__budget_id", "amount_nanos")) == [
+    assert stores.holds() == [
         (org_budget.pk, GPT4O_CHECK_NANOS),
         (agent_budget.pk, GPT4O_CHECK_NANOS),
     ]
-    assert sorted(BudgetPeriod.objects.values_list("budget_id", "reserved_nanos", "spent_nanos")) == [
+    assert stores.period_counters() == [
         (org_budget.pk, GPT4O_CHECK_NANOS, 0),
         (agent_budget.pk, GPT4O_CHECK_NANOS, 0),
     ]
@@ -136,7 +147,7 @@ def test_warn_when_a_soft_budget_would_go_over_its_limit(prices, organization, a
         "budgets": [line(budget, limit="0.01", spent="0.005", reserved="0.0075", remaining="0", status="exceeded")],
         "warnings": [f"budget_over_limit:{budget.pk}"],
     }
-    assert BudgetPeriod.objects.get().reserved_nanos == GPT4O_CHECK_NANOS
+    assert only_reserved() == GPT4O_CHECK_NANOS
 
 
 @freeze_time(NOW)
@@ -194,7 +205,7 @@ def test_downgrade_reserves_the_cheaper_model(prices, organization, project, age
         ],
     }  # fmt: skip
     assert (reservation.model, reservation.amount_nanos) == ("gpt-4o-mini", 450_000)
-    assert sorted(BudgetPeriod.objects.values_list("reserved_nanos", flat=True)) == [450_000, 450_000]
+    assert sorted(p.reserved_nanos for p in stores.periods()) == [450_000, 450_000]
 
 
 @freeze_time(NOW)
@@ -207,8 +218,8 @@ def test_downgrade_that_does_not_fit_either_is_denied(prices, organization, agen
     error = response.json()["error"]
     assert (error["code"], error["model"], error["required_usd"]) == ("budget_exceeded", "gpt-4o-mini", "0.00045")
     assert [b["id"] for b in error["budgets"]] == [budget.pk]
-    assert not Reservation.objects.exists()
-    assert BudgetPeriod.objects.get().reserved_nanos == 0
+    assert stores.reservations() == []
+    assert only_reserved() == 0
 
 
 @freeze_time(NOW)
@@ -235,9 +246,9 @@ def test_deny_answers_429_with_the_budget_at_fault_and_retry_after(prices, organ
         }
     }  # fmt: skip
     # All or none: the roomy organization budget holds nothing either.
-    assert not Reservation.objects.exists()
-    assert not ReservationHold.objects.exists()
-    assert dict(BudgetPeriod.objects.values_list("budget_id", "reserved_nanos")) == {roomy.pk: 0, daily.pk: 0}
+    assert stores.reservations() == []
+    assert stores.holds() == []
+    assert {p.budget_id: p.reserved_nanos for p in stores.periods()} == {roomy.pk: 0, daily.pk: 0}
 
 
 @freeze_time(NOW)
@@ -253,7 +264,7 @@ def test_grace_admits_spend_up_to_limit_plus_grace(prices, organization, agent_c
     assert first.json()["warnings"] == [f"budget_over_limit:{budget.pk}"]
     assert over.status_code == 429  # 0.0075 + 0.00021 > 0.0077
     assert exact.status_code == 201  # 0.0075 + 0.0002 = 0.0077: exactly the ceiling fits
-    assert BudgetPeriod.objects.get().reserved_nanos == 7_700_000
+    assert only_reserved() == 7_700_000
 
 
 @freeze_time(NOW)
@@ -308,7 +319,7 @@ def test_paused_agent_is_denied_before_anything_is_reserved(prices, organization
     }
     assert "Retry-After" not in response
     assert paused.status == AgentStatus.PAUSED
-    assert not Reservation.objects.exists()
+    assert stores.reservations() == []
     assert not BudgetPeriod.objects.exists()
 
 
@@ -466,8 +477,8 @@ def test_repeated_request_id_returns_the_held_reservation(prices, organization, 
 
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.json() == first.json()
-    assert Reservation.objects.count() == 1
-    assert BudgetPeriod.objects.get().reserved_nanos == GPT4O_CHECK_NANOS
+    assert len(stores.reservations()) == 1
+    assert only_reserved() == GPT4O_CHECK_NANOS
 
 
 @freeze_time(NOW)
@@ -491,7 +502,7 @@ def test_repeated_request_id_of_a_released_reservation_is_409(prices, organizati
 
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "reservation_closed"
-    assert Reservation.objects.count() == 1
+    assert len(stores.reservations()) == 1
 
 
 @freeze_time(NOW)
@@ -506,8 +517,8 @@ def test_release_gives_the_amount_back_and_twice_has_no_effect(prices, organizat
     expected = {"reservation_id": reservation_id, "status": "released", "closed_at": "2026-11-10T12:00:00Z"}
     assert (first.status_code, first.json()) == (200, expected)
     assert (second.status_code, second.json()) == (200, expected)
-    assert BudgetPeriod.objects.get().reserved_nanos == GPT4O_CHECK_NANOS
-    assert Reservation.objects.get(pk=reservation_id).status == ReservationStatus.RELEASED
+    assert only_reserved() == GPT4O_CHECK_NANOS
+    assert reservation_status(reservation_id) == ReservationStatus.RELEASED
 
 
 @freeze_time(NOW)
@@ -522,8 +533,8 @@ def test_another_organizations_reservation_is_not_found(prices, organization, ag
 
     assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
     assert unknown.status_code == 404
-    assert Reservation.objects.get(pk=reservation_id).status == ReservationStatus.HELD
-    assert BudgetPeriod.objects.get().reserved_nanos == GPT4O_CHECK_NANOS
+    assert reservation_status(reservation_id) == ReservationStatus.HELD
+    assert only_reserved() == GPT4O_CHECK_NANOS
 
 
 @freeze_time(NOW)
@@ -575,7 +586,7 @@ def test_invalid_input_is_400_with_field_errors_and_writes_nothing(prices, organ
             },
         }
     }
-    assert not Reservation.objects.exists()
+    assert stores.reservations() == []
     assert not BudgetPeriod.objects.exists()
 
 
@@ -597,4 +608,4 @@ def test_attribution_errors(prices, organization, project, agent_client):
     assert unknown_project.json()["error"]["fields"] == {"project": ["Unknown project 'nope' in organization 'acme'."]}
     assert unknown_sprint.json()["error"]["fields"] == {"sprint": ["Unknown sprint 'nope' in project 'search'."]}
     assert anonymous.status_code == 401
-    assert not Reservation.objects.exists()
+    assert stores.reservations() == []

@@ -1,5 +1,6 @@
-"""Budget checks racing against real PostgreSQL, with real threads (one connection each), and the
-spend store failing under a row lock held by another connection."""
+"""Budget checks racing against real PostgreSQL (and Redis: the first tests run on both spend stores),
+with real threads (one connection each), and the PostgreSQL store failing under a row lock held by
+another connection."""
 
 import threading
 import time
@@ -8,7 +9,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from budgets.models import BudgetPeriod, Reservation, ReservationHold
+from budgets.models import BudgetPeriod, Reservation
+from tests.budgets import stores
 from tests.budgets.conftest import (
     CHECK_URL,
     GPT4O_CHECK_NANOS,
@@ -39,11 +41,7 @@ class Sampler:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT spent_nanos + reserved_nanos FROM budgets_budgetperiod WHERE id = %s", [self.period_id]
-                    )
-                    self.samples.append(cursor.fetchone()[0])
+                self.samples.append(stores.used_nanos(self.period_id))
         finally:
             connection.close()
 
@@ -62,13 +60,13 @@ def prime_period(client) -> BudgetPeriod:
     response = client.post(CHECK_URL, check_body(), format="json")
     assert response.status_code == 201, response.json()
     assert client.post(release_url(response.json()["reservation_id"])).status_code == 200
-    Reservation.objects.all().delete()
-    periods = list(BudgetPeriod.objects.order_by("pk"))
+    stores.reservations_forget()
+    periods = stores.periods()
     assert [p.reserved_nanos for p in periods] == [0] * len(periods)
     return periods[0]
 
 
-def test_exactly_k_of_64_concurrent_checks_fit_a_hard_budget(prices, organization, project, agent):
+def test_exactly_k_of_64_concurrent_checks_fit_a_hard_budget(store, prices, organization, project, agent):
     k = 20
     make_budget(organization=organization, limit_usd=str(k * 0.0075))  # fits exactly K worst cases
     clients = [client_for(organization=organization, project=project, agent=agent) for _ in range(CHECKS)]
@@ -84,13 +82,13 @@ def test_exactly_k_of_64_concurrent_checks_fit_a_hard_budget(prices, organizatio
     assert statuses == [201] * k + [429] * (CHECKS - k)
     assert {r.json()["decision"] for r in responses if r.status_code == 201} == {"allow", "warn"}
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"budget_exceeded"}
-    period = BudgetPeriod.objects.get()
+    [period] = stores.periods()
     assert (period.spent_nanos, period.reserved_nanos) == (0, k * GPT4O_CHECK_NANOS)
-    assert Reservation.objects.count() == k
-    assert ReservationHold.objects.count() == k
+    assert len(stores.reservations()) == k
+    assert len(stores.holds()) == k
 
 
-def test_spent_plus_reserved_never_exceeds_limit_plus_grace(prices, organization, project, agent):
+def test_spent_plus_reserved_never_exceeds_limit_plus_grace(store, prices, organization, project, agent):
     ledger_row(agent=agent, cost_usd="0.01", occurred_at=timezone.now())
     # Ceiling: 0.05 x 1.1 = 0.055 USD; with 0.01 spent, 6 worst cases (0.045) fit, not 7.
     make_budget(organization=organization, limit_usd="0.05", grace_percent="10")
@@ -117,31 +115,31 @@ def test_spent_plus_reserved_never_exceeds_limit_plus_grace(prices, organization
     assert max(sampler.samples) <= ceiling
     statuses = [s for r in results for s in r]
     assert statuses.count(201) >= 6 and statuses.count(429) > 0
-    period.refresh_from_db()
-    held = Reservation.objects.filter(status="held").count()
+    [period] = stores.periods()
+    held = sum(r.status == "held" for r in stores.reservations())
     assert period.reserved_nanos == held * GPT4O_CHECK_NANOS
     assert period.spent_nanos + period.reserved_nanos <= ceiling
 
 
-def test_denied_checks_leave_nothing_on_the_other_budget(prices, organization, project, agent):
+def test_denied_checks_leave_nothing_on_the_other_budget(store, prices, organization, project, agent):
     k = 5
     roomy = make_budget(project=project, name="project", limit_usd="100")
     tight = make_budget(agent=agent, name="agent", limit_usd=str(k * 0.0075))
     clients = [client_for(organization=organization, project=project, agent=agent) for _ in range(CHECKS)]
     prime_period(clients[0])  # creates both periods, the project's first (lower id, locked first)
-    periods = {p.budget_id: p for p in BudgetPeriod.objects.all()}
+    periods = {p.budget_id: p for p in stores.periods()}
     assert periods[roomy.pk].pk < periods[tight.pk].pk
 
     responses = run_together([lambda c=c: c.post(CHECK_URL, check_body(), format="json") for c in clients])
 
     assert sorted(r.status_code for r in responses) == [201] * k + [429] * (CHECKS - k)
-    for period in BudgetPeriod.objects.all():
+    for period in stores.periods():
         # The project budget was updated first by every check; denied ones rolled it back.
         assert period.reserved_nanos == k * GPT4O_CHECK_NANOS
-    assert ReservationHold.objects.count() == 2 * k
+    assert len(stores.holds()) == 2 * k
 
 
-def test_concurrent_repeats_of_one_request_id_reserve_once(prices, organization, project, agent):
+def test_concurrent_repeats_of_one_request_id_reserve_once(store, prices, organization, project, agent):
     make_budget(organization=organization, limit_usd="1")
     clients = [client_for(organization=organization, project=project, agent=agent) for _ in range(8)]
     prime_period(clients[0])
@@ -152,8 +150,8 @@ def test_concurrent_repeats_of_one_request_id_reserve_once(prices, organization,
 
     assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
     assert len({r.json()["reservation_id"] for r in responses}) == 1
-    assert Reservation.objects.count() == 1
-    assert BudgetPeriod.objects.get().reserved_nanos == GPT4O_CHECK_NANOS
+    assert len(stores.reservations()) == 1
+    assert [p.reserved_nanos for p in stores.periods()] == [GPT4O_CHECK_NANOS]
 
 
 # --- the spend store unavailable: a period row locked by another connection ---------------------

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
+from redis import RedisError
 
 from budgets.errors import BudgetStoreUnavailable
 from budgets.models import Budget, BudgetPeriod, ExceededAction, Reservation, ReservationStatus
-from budgets.services import check_context
+from budgets.services import check_context, redis_store
 from budgets.services.check_context import CheckContext
 from budgets.services.enforcement.answers import (
     ALLOW,
@@ -23,6 +24,7 @@ from budgets.services.enforcement.answers import (
     _warnings,
 )
 from budgets.services.enforcement.context import _ContextLoading, _Target, _target_resolve
+from budgets.services.enforcement.live import _AlreadyReserved, _LiveStore
 from budgets.services.enforcement.pricing import _price_for, worst_case_nanos
 from budgets.services.enforcement.replay import _Replay
 from budgets.services.enforcement.store import (
@@ -113,11 +115,11 @@ def budget_check(
     )
     try:
         return check.run()
-    except OperationalError as exc:
+    except (OperationalError, RedisError) as exc:
         return check.store_unavailable(exc)
 
 
-class _Check(_ContextLoading, _Answers, _Replay):
+class _Check(_ContextLoading, _Answers, _Replay, _LiveStore):
     """One run of :func:`budget_check` after attribution (kept as an object so the store-failure
     handler knows how far the check got)."""
 
@@ -139,6 +141,8 @@ class _Check(_ContextLoading, _Answers, _Replay):
         self.context: CheckContext | None = None
         # The version the reservation statement must still find (None: no condition).
         self.guard: int | None = None
+        # Were the candidates and their periods read from the database by this check (not cached)?
+        self.read_now = False
         self._sprints: list[Sprint] | None = None
         self._sprint_resolved = False
         self._sprint: Sprint | None = None
@@ -208,7 +212,7 @@ class _Check(_ContextLoading, _Answers, _Replay):
     def _attempt(self, model: str) -> _Attempt:
         price = _price_for(model, self.now)
         amount = 0 if price is None else worst_case_nanos(price, self.prompt_tokens, self.max_output_tokens)
-        if amount > MAX_AMOUNT_NANOS:
+        if amount > (redis_store.MAX_EXACT_NANOS if redis_store.enabled() else MAX_AMOUNT_NANOS):
             raise ValidationFailed(fields={"max_output_tokens": ["The worst-case cost of this request is too large."]})
         plans = self.context.plans if self.context is not None else {}
         plan = plans.get(model)
@@ -256,7 +260,15 @@ class _Check(_ContextLoading, _Answers, _Replay):
             attempt.model, amount, ReservationStatus.HELD.value, stamp, _dt(expires_at),
         ]  # fmt: skip
         try:
-            if connection.vendor == "postgresql":
+            if redis_store.enabled():
+                after = self._reserve_live(
+                    attempt,
+                    reservation_id=reservation_id,
+                    agent_id=agent_id,
+                    created_at=self.now,
+                    expires_at=expires_at,
+                )
+            elif connection.vendor == "postgresql":
                 # Autocommit: the statement is its own transaction. Inside a caller's transaction, a
                 # savepoint keeps a failed statement (a duplicate request_id) from dooming it.
                 with transaction.atomic() if connection.in_atomic_block else nullcontext():
@@ -265,8 +277,8 @@ class _Check(_ContextLoading, _Answers, _Replay):
                     )
             else:
                 after = _reserve_portable(attempt.plan, amount=amount, stamp=stamp, reservation=reservation)
-        except IntegrityError:
-            # The same request_id reserved concurrently (unique per organization): answer that one.
+        except (IntegrityError, _AlreadyReserved):
+            # The same request_id reserved already or concurrently (unique per organization): answer that one.
             replay = self._replay_if_held()
             if replay is None:
                 raise _PeriodGone() from None  # a period deleted under us (its hold's foreign key)
@@ -300,10 +312,21 @@ def reservation_release(*, scope: KeyScope, reservation_id: uuid.UUID, now: date
     A reservation outside ``scope`` (another organization's, another agent's) is ``NotFound``.
     """
     now = now or timezone.now()
-    found = fetch_instances(
-        Reservation, None, "id = %s AND organization_id = %s", [_uuid(reservation_id), scope.organization.pk]
-    )
-    reservation = found[0] if found else None
+    try:
+        return _release(scope=scope, reservation_id=reservation_id, now=now)
+    except RedisError as exc:
+        raise BudgetStoreUnavailable() from exc
+
+
+def _release(*, scope: KeyScope, reservation_id: uuid.UUID, now: datetime) -> Reservation:
+    held = redis_store.reservation_get(reservation_id) if redis_store.enabled() else None
+    if held is not None:
+        reservation = held.as_reservation() if held.organization_id == scope.organization.pk else None
+    else:  # the PostgreSQL store's (also those made before a switch to Redis)
+        found = fetch_instances(
+            Reservation, None, "id = %s AND organization_id = %s", [_uuid(reservation_id), scope.organization.pk]
+        )
+        reservation = found[0] if found else None
     if reservation is None or not (
         reservation.project_id is not None
         and scope.owns(
@@ -313,6 +336,11 @@ def reservation_release(*, scope: KeyScope, reservation_id: uuid.UUID, now: date
         )
     ):
         raise NotFound("No reservation with this id.")
+    if held is not None:
+        redis_store.close(
+            status=ReservationStatus.RELEASED, now=now, reservation_ids=[held.id], organization_id=held.organization_id
+        )
+        return redis_store.reservation_get(held.id).as_reservation()
     with transaction.atomic():
         reservations_close(reservation_ids=[reservation.pk], status=ReservationStatus.RELEASED, now=now)
     return Reservation.objects.get(pk=reservation.pk)

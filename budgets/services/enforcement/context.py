@@ -132,9 +132,11 @@ class _ContextLoading:
             )
             if context is not None:
                 self.context, self.candidates, self.guard = context, context.candidates, self.version
+                self.read_now = False
                 self.target.project, self.target.agent, self.target.agent_lookup = context.project, context.agent, False
                 self._sprints, self._sprint, self._sprint_resolved = context.sprints, context.sprint, True
                 return
+        self.read_now = True
         if self.target.project is None:
             self.target.project = _project_lookup(scope=self.scope, slug=self.target.project_slug)
         read_version, self.candidates = _candidates(
