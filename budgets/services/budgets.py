@@ -356,7 +356,7 @@ def period_reset(
                 "period_end": _jsonable(bounds.ends_at),
                 "spent_usd": {"old": nanos_usd_text(result.spent_before), "new": nanos_usd_text(spent)},
                 "reserved_usd": {"old": nanos_usd_text(result.reserved_before), "new": nanos_usd_text(reserved)},
-                "released_reservations": len(flipped),
+                "released_reservations": len(flipped) + live_released,
             },
             actor=actor,
             actor_label=actor_label,

@@ -84,8 +84,9 @@ local function mirror(p, pid, s, v)
   if (not cur) or tonumber(cur) <= tonumber(v) then redis.call('HSET', key, 's', s, 'v', v) end
   redis.call('HSETNX', key, 'r', 0)
 end
+-- amount: a decimal string (Lua's own number formatting turns 1e14 and up into exponents).
 local function unhold(key, amount)
-  if redis.call('HINCRBY', key, 'r', -amount) < 0 then redis.call('HSET', key, 'r', 0) end
+  if amount ~= '0' and redis.call('HINCRBY', key, 'r', '-' .. amount) < 0 then redis.call('HSET', key, 'r', 0) end
 end
 """
 
@@ -120,7 +121,7 @@ for i = 1, n do
 end
 local out = {fits and 'reserved' or 'refused'}
 for i = 1, n do
-  if fits then r[i] = tostring(redis.call('HINCRBY', KEYS[i], 'r', amount)) end
+  if fits then r[i] = string.format('%d', redis.call('HINCRBY', KEYS[i], 'r', ARGV[2])) end
   out[#out + 1] = s[i]
   out[#out + 1] = r[i]
 end
@@ -157,7 +158,7 @@ for _, rid in ipairs(ids) do
   local key = p .. 'res:' .. rid
   local f = redis.call('HMGET', key, 'st', 'org', 'amt', 'holds', 'req')
   if f[1] == 'held' and (ARGV[5] == '' or f[2] == ARGV[5]) then
-    for pid in string.gmatch(f[4], '[^,]+') do unhold(p .. 'p:' .. pid, tonumber(f[3])) end
+    for pid in string.gmatch(f[4], '[^,]+') do unhold(p .. 'p:' .. pid, f[3]) end
     redis.call('HSET', key, 'st', ARGV[2], 'closed', ARGV[3])
     redis.call('EXPIRE', key, ARGV[4])
     if f[5] ~= '' then redis.call('EXPIRE', p .. 'rq:' .. f[2] .. ':' .. f[5], ARGV[4]) end
@@ -172,7 +173,7 @@ end
 if token ~= '' then
   local pkey = p .. 'pend:' .. token
   local h = redis.call('HGETALL', pkey)
-  for k = 1, #h, 2 do unhold(p .. 'p:' .. h[k], tonumber(h[k + 1])) end
+  for k = 1, #h, 2 do unhold(p .. 'p:' .. h[k], h[k + 1]) end
   redis.call('DEL', pkey)
   redis.call('ZREM', KEYS[2], token)
 end

@@ -302,6 +302,18 @@ def test_pause_agent_action_pauses_the_agent_when_it_denies(prices, organization
 
 
 @freeze_time(NOW)
+def test_pausing_and_resuming_an_agent_act_on_its_keys_next_checks(prices, organization, agent, agent_client):
+    """Changed behind the process's cached check context (and the agent key's cached agent)."""
+    make_budget(organization=organization, limit_usd="10")
+    statuses = [agent_client.post(CHECK_URL, check_body(), format="json").status_code]
+    for status in (AgentStatus.PAUSED, AgentStatus.ACTIVE):
+        Agent.objects.filter(pk=agent.pk).update(status=status)
+        statuses.append(agent_client.post(CHECK_URL, check_body(), format="json").status_code)
+
+    assert statuses == [201, 429, 201]
+
+
+@freeze_time(NOW)
 def test_paused_agent_is_denied_before_anything_is_reserved(prices, organization, project):
     paused = AgentFactory(project=project, name="sleepy", status=AgentStatus.PAUSED)
     make_budget(organization=organization, limit_usd="10")

@@ -142,6 +142,10 @@ class _ContextLoading:
         read_version, self.candidates = _candidates(
             target=self.target, organization_id=organization_id, now=self.now, with_version=self.version is not None
         )
+        if self.version is not None and read_version != self.version:
+            # Before judging anything read with the key (an agent key's agent, paused or not): the
+            # key itself may be from before the latest change.
+            raise _Stale()
         agent = self.target.agent
         if agent is not None and agent.status == AgentStatus.PAUSED:
             raise AgentPaused(f"Agent {agent.name!r} is paused; an operator must resume it.")
@@ -153,8 +157,6 @@ class _ContextLoading:
             self._sprint_resolve()
         if self.version is None:
             return
-        if read_version != self.version:
-            raise _Stale()
         self.guard = self.version
         self.context = CheckContext(
             computed_at=self.now,
