@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
+from redis import RedisError
 
 from budgets.models import (
     AlertDelivery,
@@ -33,6 +34,7 @@ from budgets.models import (
     nanos_usd_text,
 )
 from budgets.selectors import BudgetLive, LiveStatus, budget_ids_with_status, budgets_live, live_reserved_apply
+from budgets.services import redis_store
 from budgets.services.alerts import alerts_acknowledge, alerts_resolve
 from budgets.services.budgets import EDITABLE_FIELDS, budget_create, budget_delete, budget_update, period_reset
 from pricing.calculator import format_usd
@@ -342,6 +344,23 @@ class ReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount_nanos")
     def amount(self, obj: Reservation) -> str:
         return _usd(obj.amount_nanos)
+
+    def changelist_view(self, request, extra_context=None):
+        if redis_store.enabled():
+            # This list is PostgreSQL's; the Redis store keeps its reservations in Redis (ADR 0008).
+            try:
+                held = redis_store.held_summary()
+            except RedisError as exc:
+                self.message_user(request, f"The Redis budget store is unreachable: {exc}", messages.WARNING)
+            else:
+                self.message_user(
+                    request,
+                    f"Budgets are enforced by the Redis store: {held.count} reservation(s) are held there "
+                    f"({_usd(held.amount_nanos)} in all). This list shows those made while PostgreSQL enforced; "
+                    "to release what Redis holds against a budget, use the budget's “reset period” action.",
+                    messages.INFO,
+                )
+        return super().changelist_view(request, extra_context)
 
 
 # --- Audit trail (read-only) ------------------------------------------------------------------

@@ -430,6 +430,24 @@ def reservations_holding(period_id: int) -> list[uuid.UUID]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class HeldSummary:
+    count: int
+    amount_nanos: int
+
+
+def held_summary() -> HeldSummary:
+    """How many reservations the store holds, and their amounts' sum (for operators)."""
+    p = _prefix()
+    redis_client = client()
+    ids = redis_client.zrange(f"{p}due", 0, -1)
+    with redis_client.pipeline(transaction=False) as pipe:
+        for rid in ids:
+            pipe.hget(f"{p}res:{rid}", "amt")
+        amounts = pipe.execute() if ids else []
+    return HeldSummary(count=len(ids), amount_nanos=sum(int(a or 0) for a in amounts))
+
+
 def counters(period_ids: list[int]) -> dict[int, tuple[int | None, int]]:
     """{period id: (spent copy or None if not loaded, reserved)} in one round trip."""
     if not period_ids:

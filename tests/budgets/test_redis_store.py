@@ -8,12 +8,14 @@ import datetime as dt
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import transaction
+from django.test import Client
 from django.utils import timezone
 
-from budgets.checks import budget_store_check
+from budgets.checks import budget_store_check, redis_store_durability_check
 from budgets.models import AuditAction, AuditEntry, BudgetPeriod, ReservationStatus, usd_to_nanos
 from budgets.services import redis_store
 from budgets.services.budgets import period_reset
@@ -404,3 +406,35 @@ def test_amounts_of_a_million_dollars_stay_exact(organization, client):
     assert [r.status_code for r in (first, second)] == [201, 201]
     assert second.json()["budgets"][0]["reserved_usd"] == "2000000"
     assert live(only_period()) == (0, 10**15)
+
+
+def test_the_deploy_check_warns_when_redis_may_lose_reservations(settings):
+    """This machine's Redis runs without the append-only file (see .ci/run): the check says so."""
+    appendonly = redis_store.client().config_get("appendonly")["appendonly"]
+
+    warnings = [w.id for w in redis_store_durability_check(None)]
+
+    assert ("budgets.W003" in warnings) == (appendonly != "yes")
+    settings.SPENDGUARD_BUDGET_STORE = "postgresql"
+    assert redis_store_durability_check(None) == []
+
+
+def test_the_admin_shows_what_redis_holds(organization, client):
+    budget = make_budget(organization=organization, name="org monthly", limit_usd="1")
+    client.post(CHECK_URL, check_body(), format="json")
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_superuser("olivia", "olivia@example.com", "unused"))
+
+    changelist = staff.get("/admin/budgets/budget/").content.decode()
+    change = staff.get(f"/admin/budgets/budget/{budget.pk}/change/").content.decode()
+    reservations = staff.get("/admin/budgets/reservation/", follow=True)
+
+    for cell in ("$1", "$0", "$0.0075", "$0.9925", "ok"):
+        assert f">{cell}<" in changelist, cell
+    assert "$0 spent + $0.0075 reserved of $1 ($0.9925 remaining)" in change
+    assert ">$0.0075<" in change  # the live period inline
+    assert [str(m) for m in reservations.context["messages"]] == [
+        "Budgets are enforced by the Redis store: 1 reservation(s) are held there ($0.0075 in all). This list "
+        "shows those made while PostgreSQL enforced; to release what Redis holds against a budget, use the "
+        "budget's “reset period” action."
+    ]
