@@ -84,9 +84,11 @@ local function mirror(p, pid, s, v)
   if (not cur) or tonumber(cur) <= tonumber(v) then redis.call('HSET', key, 's', s, 'v', v) end
   redis.call('HSETNX', key, 'r', 0)
 end
--- amount: a decimal string (Lua's own number formatting turns 1e14 and up into exponents).
+-- amount: a decimal string (Lua's own number formatting turns 1e14 and up into exponents). A period
+-- whose hash is gone (lost, or its budget deleted) is not created again just to hold a zero.
 local function unhold(key, amount)
-  if amount ~= '0' and redis.call('HINCRBY', key, 'r', '-' .. amount) < 0 then redis.call('HSET', key, 'r', 0) end
+  if amount == '0' or redis.call('EXISTS', key) == 0 then return end
+  if redis.call('HINCRBY', key, 'r', '-' .. amount) < 0 then redis.call('HSET', key, 'r', 0) end
 end
 """
 
@@ -164,6 +166,8 @@ for _, rid in ipairs(ids) do
     if f[5] ~= '' then redis.call('EXPIRE', p .. 'rq:' .. f[2] .. ':' .. f[5], ARGV[4]) end
     redis.call('ZREM', KEYS[1], rid)
     closed[#closed + 1] = rid
+  elseif f[1] ~= 'held' then
+    redis.call('ZREM', KEYS[1], rid)  -- not held (or its record lost): nothing is due for it
   end
 end
 for _ = 1, nm do

@@ -198,6 +198,18 @@ def test_an_expired_reservation_is_released_once_and_late_usage_still_books(
     assert (repeat.status_code, repeat.json()["error"]["code"]) == (409, "reservation_closed")
 
 
+def test_due_entries_whose_record_was_lost_do_not_stall_the_expiry_job(organization, client):
+    make_budget(organization=organization, limit_usd="1")
+    client.post(CHECK_URL, check_body(), format="json")
+    due = f"{redis_store._prefix()}due"
+    redis_store.client().zadd(due, {str(uuid.uuid4()): 1 for _ in range(5)})
+
+    expired = reservations_expire(now=timezone.now() + dt.timedelta(seconds=601), batch_size=2)
+
+    assert (expired, redis_store.client().zcard(due)) == (1, 0)
+    assert live(only_period()) == (0, 0)
+
+
 # --- changes behind a cached check context ------------------------------------------------------
 
 
