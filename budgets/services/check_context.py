@@ -61,6 +61,9 @@ class _Organization:
 
 _organizations: dict[int, _Organization] = {}
 _key_organizations: dict[str, int] = {}  # key hash -> organization id
+# Moves on whenever something is forgotten: what a read that began before then found is not cached,
+# since a change it may have missed was just announced (budgets.services.context_listener).
+_generation = 0
 
 
 def enabled() -> bool:
@@ -95,6 +98,7 @@ def api_key_reread(*, api_key_id: int) -> tuple[ApiKey | None, int | None]:
 def _read_key(where: str, value) -> tuple[ApiKey | None, int | None]:
     """Read a key (revoked ones included, so that the caller can say so) with its organization's
     version, in one round trip; remember it when it is valid and the cache is on."""
+    began = _generation
     with connection.cursor() as cursor:
         cursor.execute(_key_sql(where), [value])
         row = cursor.fetchone()
@@ -105,7 +109,7 @@ def _read_key(where: str, value) -> tuple[ApiKey | None, int | None]:
         return api_key, None
     version = row[-1]
     if api_key.revoked_at is None:
-        state = _state_at(api_key.organization_id, version)
+        state = _state_at(api_key.organization_id, version, generation=began)
         if state is not None:
             if len(_key_organizations) >= MAX_ORGANIZATIONS * 16:
                 _key_organizations.clear()
@@ -133,8 +137,9 @@ def context_get(*, organization_id: int, version: int, target: tuple, now: datet
     return context if context is not None and context.usable_at(now) else None
 
 
-def context_put(*, organization_id: int, version: int, target: tuple, context: CheckContext) -> None:
-    state = _state_at(organization_id, version)
+def context_put(*, organization_id: int, version: int, target: tuple, context: CheckContext, generation: int) -> None:
+    """Cache ``context``, read at ``version`` by a read that began at ``generation``."""
+    state = _state_at(organization_id, version, generation=generation)
     if state is None:
         return
     if len(state.contexts) >= MAX_CONTEXTS_PER_ORGANIZATION:
@@ -148,19 +153,31 @@ def version_sql() -> str:
     return f"SELECT coalesce((SELECT version FROM {table} WHERE organization_id = %s), 0)"
 
 
+def generation() -> int:
+    """Capture before reading what is to be cached (see ``_generation``)."""
+    return _generation
+
+
 def forget(*, organization_id: int) -> None:
     """Drop what this process holds for an organization (its version moved on)."""
+    global _generation
+    _generation += 1
     _organizations.pop(organization_id, None)
 
 
 def check_context_clear() -> None:
+    global _generation
+    _generation += 1
     _organizations.clear()
     _key_organizations.clear()
 
 
-def _state_at(organization_id: int, version: int) -> _Organization | None:
+def _state_at(organization_id: int, version: int, *, generation: int) -> _Organization | None:
     """The organization's cache entry at ``version``: replaced when ``version`` is newer, None
-    (do not cache) when it is older than what is held."""
+    (do not cache) when it is older than what is held or the read began before something was
+    forgotten."""
+    if generation != _generation:
+        return None
     state = _organizations.get(organization_id)
     if state is None or version > state.version:
         if state is None and len(_organizations) >= MAX_ORGANIZATIONS:

@@ -5,19 +5,20 @@ cached check context. The contract both stores share is tested on both in test_c
 test_check_concurrency.py."""
 
 import datetime as dt
+import time
 import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
 from budgets.checks import budget_store_check, redis_store_durability_check
 from budgets.models import AuditAction, AuditEntry, BudgetPeriod, ReservationStatus, usd_to_nanos
-from budgets.services import redis_store
+from budgets.services import check_context, context_listener, redis_store
 from budgets.services.budgets import period_reset
 from budgets.services.maintenance import budget_spend_reconcile, reservations_expire
 from budgets.services.periods import ledger_spend_nanos, period_bounds
@@ -450,3 +451,61 @@ def test_the_admin_shows_what_redis_holds(organization, client):
         "shows those made while PostgreSQL enforced; to release what Redis holds against a budget, use the "
         "budget's “reset period” action."
     ]
+
+
+# --- hearing of changes as they commit (the check context listener) -------------------------------
+
+
+@pytest.fixture
+def listening(settings):
+    settings.SPENDGUARD_CHECK_CONTEXT_LISTEN = True
+    yield context_listener.listener
+    context_listener.listener.stop()
+
+
+def eventually(condition, seconds: float = 5.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.01)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_pause_is_heard_and_refused_by_the_next_cached_check(
+    prices, organization, agent, client, listening
+):
+    make_budget(organization=organization, limit_usd="1")
+    assert client.post(CHECK_URL, check_body(), format="json").status_code == 201  # starts the listener
+    eventually(listening.healthy)
+    assert client.post(CHECK_URL, check_body(), format="json").status_code == 201  # caches the context
+    assert organization.pk in check_context._organizations
+
+    Agent.objects.filter(pk=agent.pk).update(status=AgentStatus.PAUSED)  # commits: autocommit
+    eventually(lambda: organization.pk not in check_context._organizations)
+    paused = client.post(CHECK_URL, check_body(), format="json")
+
+    assert (paused.status_code, paused.json()["error"]["code"]) == (429, "agent_paused")
+    assert listening.healthy()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_changes_made_while_the_listener_was_cut_off_are_seen_once_it_is_back(
+    prices, organization, agent, client, listening
+):
+    make_budget(organization=organization, limit_usd="1")
+    client.post(CHECK_URL, check_body(), format="json")
+    eventually(listening.healthy)
+    client.post(CHECK_URL, check_body(), format="json")
+    assert organization.pk in check_context._organizations
+    connected = listening.connected_times
+
+    with connection.cursor() as cursor:  # the listener's connection dies (a server restart, a proxy)
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [context_listener.APPLICATION_NAME],
+        )
+    Agent.objects.filter(pk=agent.pk).update(status=AgentStatus.PAUSED)  # nobody hears this one
+    eventually(lambda: listening.connected_times == connected + 1 and listening.healthy())
+    paused = client.post(CHECK_URL, check_body(), format="json")
+
+    assert (paused.status_code, paused.json()["error"]["code"]) == (429, "agent_paused")

@@ -137,6 +137,7 @@ class _ContextLoading:
                 self._sprints, self._sprint, self._sprint_resolved = context.sprints, context.sprint, True
                 return
         self.read_now = True
+        began = check_context.generation()
         if self.target.project is None:
             self.target.project = _project_lookup(scope=self.scope, slug=self.target.project_slug)
         read_version, self.candidates = _candidates(
@@ -168,7 +169,11 @@ class _ContextLoading:
             sprint=self._sprint,
         )
         check_context.context_put(
-            organization_id=organization_id, version=self.version, target=cache_key, context=self.context
+            organization_id=organization_id,
+            version=self.version,
+            target=cache_key,
+            context=self.context,
+            generation=began,
         )
 
     def _valid_until(self) -> datetime:

@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cache
 
 from budgets.models import BudgetPeriod, Enforcement
-from budgets.services import redis_store
+from budgets.services import context_listener, redis_store
 from budgets.services.check_context import version_sql
 from budgets.services.enforcement.store import _Attempt, _execute_prepared, _fetch, _PeriodGone, _Refused, _Stale
 from config.db import in_list
@@ -20,15 +20,18 @@ _SPENT_SQL = f"SELECT id, spent_nanos, spent_version FROM {BudgetPeriod._meta.db
 
 
 class _LiveStore:
-    """Reserving on Redis. The context's version is confirmed on PostgreSQL first when it came from
-    this process's cache (one indexed read: the Redis script cannot see the version), so a pause,
-    a revoked key or a changed budget acts on the next check as with the PostgreSQL store."""
+    """Reserving on Redis. A context from this process's cache is used as is while the process
+    hears of changes as they commit (:mod:`budgets.services.context_listener`); otherwise its
+    version is confirmed on PostgreSQL first (one indexed read: the Redis script cannot see it). So
+    a pause, a revoked key or a changed budget acts on the next check, as with the PostgreSQL store
+    (with the listener: on the first check after its notification arrived)."""
 
     def _reserve_live(
         self, attempt: _Attempt, *, reservation_id: uuid.UUID, agent_id: int | None, created_at: datetime, expires_at
     ) -> dict[int, tuple]:
         organization_id = self.scope.organization.pk
-        if self.guard is not None and not self.read_now:
+        context_listener.listener.ensure_started()
+        if self.guard is not None and not self.read_now and not context_listener.listener.healthy():
             (version,) = _execute_prepared(_version_sql(), [organization_id])[0]
             if version != self.guard:
                 raise _Stale()
