@@ -75,17 +75,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn_server(*, env: dict[str, str], workers: int, threads: int, worker_class: str = "gthread") -> Iterator[int]:
+def gunicorn_server(
+    *, env: dict[str, str], workers: int, threads: int, worker_class: str = "gthread", reuse_port: bool = False
+) -> Iterator[int]:
     """Serve config.wsgi under gunicorn on a free port: gthread workers (keep-alive connections) by
     default; ``worker_class="sync"`` closes the connection after each response, so every request is
     accepted by whichever worker is free (gthread workers keep the connections they accepted, and
-    with many keep-alive clients one worker may end up serving most of them)."""
+    with many keep-alive clients one worker may end up serving most of them — unless ``reuse_port``
+    gives each worker its own listening socket, and the kernel spreads the connections over them)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "gunicorn", "config.wsgi:application",
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers), "--threads", str(threads), "--worker-class", worker_class,
         "--keep-alive", "30", "--log-level", "warning",
+        # Each worker listens on its own SO_REUSEPORT socket: the kernel spreads connections over them.
+        *(["--reuse-port"] if reuse_port else []),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
     try:

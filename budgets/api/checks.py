@@ -26,7 +26,7 @@ from budgets.services import check_context
 from budgets.services.enforcement import CheckResult, budget_check, budget_line_payload, reservation_release
 from config.api import FastJSONParser, fast_path_eligible, plain_error_response, plain_response, with_fast_path
 from config.errors import ValidationFailed
-from costs.api.authentication import ApiKeyAuthentication, HasApiKey, request_scope
+from costs.api.authentication import ApiKeyAuthentication, HasApiKey, bearer_parts, request_scope
 from costs.api.serializers import ApiErrorSerializer
 
 CHECK_FIELDS = frozenset({"agent", "project", "sprint", "model", "prompt_tokens", "max_output_tokens", "request_id"})
@@ -237,13 +237,7 @@ def _check_fast(request: HttpRequest) -> HttpResponse | None:
     """``BudgetCheckApi.post`` without DRF, for a POST with ``Authorization: Bearer ...`` and a
     JSON body (the same authentication, parsing, validation, service call and error envelope,
     in the same order); None, before anything is done, for every other request."""
-    meta = request.META
-    if not fast_path_eligible(request) or meta.get("CONTENT_TYPE", "").partition(";")[0].strip() != "application/json":
-        return None
-    try:
-        if int(meta.get("CONTENT_LENGTH") or 0) <= 0:
-            return None  # DRF reads no body then (data = {}); rare enough to leave to it
-    except ValueError:
+    if not check_fast_answers(request):
         return None
     _connection_health_check_without_round_trip()
     try:
@@ -261,6 +255,21 @@ def _check_fast(request: HttpRequest) -> HttpResponse | None:
             raise
         return response
     return plain_response(check_payload(result), status_code=201 if result.created else 200, headers=_ALLOW)
+
+
+def check_fast_answers(request: HttpRequest) -> bool:
+    """Whether :func:`_check_fast` answers ``request`` (else DRF does): a JSON-answered POST with a
+    JSON body and a Bearer header. Decided from the headers alone, before the body is read, so the
+    WSGI fast path (:mod:`budgets.api.wsgi_fast_path`) can hand every other request on untouched."""
+    meta = request.META
+    if not fast_path_eligible(request) or meta.get("CONTENT_TYPE", "").partition(";")[0].strip() != "application/json":
+        return False
+    try:
+        if int(meta.get("CONTENT_LENGTH") or 0) <= 0:
+            return False  # DRF reads no body then (data = {}); rare enough to leave to it
+    except ValueError:
+        return False
+    return bearer_parts(request) is not None
 
 
 def _release_fast(request: HttpRequest, reservation_id: uuid.UUID) -> HttpResponse | None:

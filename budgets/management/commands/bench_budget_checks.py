@@ -12,6 +12,13 @@ refused) and *floor* (the same endpoint answering 400 after authentication and v
 framework costs before any budget work). Uses a throwaway database
 (default ``spendguard_bench_checks``), recreated each run.
 
+``--store {postgresql,redis}`` picks the live-spend store the server enforces with
+(``SPENDGUARD_BUDGET_STORE``, default postgresql) and ``--wsgi-fast-path {on,off}`` whether API-key
+checks are answered in front of Django's WSGI handler (``SPENDGUARD_CHECK_WSGI_FAST_PATH``,
+budgets.api.wsgi_fast_path; default on); both are set in the server's environment (and the set-up
+commands') and printed in the header line, so two runs back to back compare one choice, e.g.
+``--wsgi-fast-path off`` then ``on``.
+
 Each phase also prints the CPU milliseconds per check of the gunicorn workers, the benchmark
 database's PostgreSQL backends and the load generator (from ``/proc``): on a shared 2-core
 machine requests/s and tails move with whatever else runs, CPU per check much less — and the
@@ -69,6 +76,11 @@ class Command(BaseCommand):
             help="sync: a connection per request, so requests spread over all workers (default); gthread: "
             "keep-alive, but a worker keeps the connections it accepted",
         )  # fmt: skip
+        parser.add_argument(
+            "--reuse-port", action="store_true",
+            help="each worker listens on its own SO_REUSEPORT socket (with gthread: keep-alive connections "
+            "spread over the workers by the kernel)",
+        )  # fmt: skip
         parser.add_argument("--clients", type=int, default=16)
         parser.add_argument("--checks-per-client", type=int, default=300)
         parser.add_argument("--repeat", type=int, default=3, help="runs of each phase; medians are reported")
@@ -76,9 +88,21 @@ class Command(BaseCommand):
             "--rate", type=float, default=1000.0,
             help="offered checks/s of the fixed-rate phase (open loop: latency counts from when a check was due)",
         )  # fmt: skip
+        parser.add_argument(
+            "--store", default="postgresql", choices=["postgresql", "redis"],
+            help="the live-spend store the server enforces with (SPENDGUARD_BUDGET_STORE)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--wsgi-fast-path", default="on", choices=["on", "off"],
+            help="answer API-key checks in front of Django's WSGI handler (SPENDGUARD_CHECK_WSGI_FAST_PATH)",
+        )  # fmt: skip
 
     def handle(self, *args, **opts):
         env = bench.app_env(database_url=opts["database_url"], redis_url=opts["redis_url"])
+        env["SPENDGUARD_BUDGET_STORE"] = opts["store"]
+        env["SPENDGUARD_CHECK_WSGI_FAST_PATH"] = "true" if opts["wsgi_fast_path"] == "on" else "false"
+        # The floor phase answers 400 by the thousand: Django's warning per 400 would flood the output.
+        env["LOG_LEVEL"] = "ERROR"
         self.stdout.write(f"Preparing {opts['database_url']} (migrate, price, budgets, API keys)…")
         bench.recreate_database(opts["database_url"])
         bench.manage("migrate", "-v0", env=env)
@@ -97,8 +121,9 @@ class Command(BaseCommand):
 
         allow, paced, deny, floor = [], [], [], []
         server = bench.gunicorn_server(
-            env=env, workers=opts["workers"], threads=opts["threads"], worker_class=opts["worker_class"]
-        )
+            env=env, workers=opts["workers"], threads=opts["threads"], worker_class=opts["worker_class"],
+            reuse_port=opts["reuse_port"],
+        )  # fmt: skip
         with server as port:
             meter = bench.CpuMeter(
                 {
@@ -142,7 +167,10 @@ class Command(BaseCommand):
 
         w = self.stdout.write
         w(
-            f"gunicorn {opts['worker_class']} workers={opts['workers']} threads={opts['threads']}; "
+            f"gunicorn {opts['worker_class']} workers={opts['workers']} threads={opts['threads']}"
+            f"{' reuse-port' if opts['reuse_port'] else ''}; "
+            f"SPENDGUARD_BUDGET_STORE={env['SPENDGUARD_BUDGET_STORE']} "
+            f"SPENDGUARD_CHECK_WSGI_FAST_PATH={env['SPENDGUARD_CHECK_WSGI_FAST_PATH']}; "
             "PostgreSQL + Redis on loopback; "
             f"{opts['clients']} clients x {per_client} checks per run, one hard organization budget; "
             f"medians of {opts['repeat']} runs"
