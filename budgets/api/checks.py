@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from budgets.errors import BudgetExceeded
 from budgets.models import nanos_usd_text
-from budgets.services import check_context
+from budgets.services import check_context, redis_store
 from budgets.services.enforcement import CheckResult, budget_check, budget_line_payload, reservation_release
 from config.api import FastJSONParser, fast_path_eligible, plain_error_response, plain_response, with_fast_path
 from config.errors import ValidationFailed
@@ -239,7 +239,14 @@ def _check_fast(request: HttpRequest) -> HttpResponse | None:
     in the same order); None, before anything is done, for every other request."""
     if not check_fast_answers(request):
         return None
-    _connection_health_check_without_round_trip()
+    return check_fast_serve(request)
+
+
+def check_fast_serve(request: HttpRequest) -> HttpResponse | None:
+    """:func:`_check_fast` for a request :func:`check_fast_answers` accepted."""
+    if not redis_store.enabled():
+        # (A cached check on the Redis store sends PostgreSQL nothing: no poll needed.)
+        _connection_health_check_without_round_trip()
     try:
         found = _check_authentication.authenticate(request)
         if found is None:

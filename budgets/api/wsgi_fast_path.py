@@ -137,7 +137,7 @@ class BudgetCheckWsgiFastPath:
 
         signals.request_started.send(sender=plan.handler_class, environ=environ)
         try:
-            response = checks._check_fast(request)
+            response = checks.check_fast_serve(request)
         except Exception as exc:
             response = response_for_exception(request, exc)
         if response is None:  # _check_fast declined after all (not an API key): let Django answer

@@ -30,6 +30,8 @@ nano-dollars (9,007,199 USD) per counter, which :data:`MAX_EXACT_NANOS` enforces
 """
 
 import logging
+import os
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -246,6 +248,30 @@ def _script(name: str):
     return _scripts(settings.SPENDGUARD_BUDGET_REDIS_URL, settings.SPENDGUARD_BUDGET_REDIS_TIMEOUT_MS)[name]
 
 
+_hot = threading.local()
+
+
+def _call_hot(name: str, keys: list, args: list):
+    """Run a script on this thread's own connection, not through the client: its pool, retry and
+    event plumbing cost about as much CPU as the call itself, and the budget check makes one per
+    request. Errors are redis-py's (a broken connection is dropped and made again next time)."""
+    script = _script(name)
+    key = (settings.SPENDGUARD_BUDGET_REDIS_URL, settings.SPENDGUARD_BUDGET_REDIS_TIMEOUT_MS, os.getpid())
+    conn = getattr(_hot, "conn", None)
+    if conn is None or _hot.key != key:
+        pool = client().connection_pool  # its settings, not one of its connections (not counted there)
+        conn = _hot.conn = pool.connection_class(**pool.connection_kwargs)
+        _hot.key = key
+    try:
+        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return conn.read_response()
+    except redis.exceptions.NoScriptError:  # a restarted Redis: load it again (as Script does)
+        conn.send_command("SCRIPT", "LOAD", script.script)
+        script.sha = conn.read_response()
+        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return conn.read_response()
+
+
 # --- reservations -------------------------------------------------------------------------------
 
 
@@ -286,7 +312,7 @@ def reserve(
     ]  # fmt: skip
     for _, hard, ceiling, copy in plan:
         args += [1 if hard else 0, ceiling, *(copy if copy is not None else ("", ""))]
-    reply = _script("reserve")(keys=keys, args=args)
+    reply = _call_hot("reserve", keys, args)
     kind = reply[0]
     if kind == "replay":
         return ReserveOutcome(kind, {}, replay_id=uuid.UUID(reply[1]))
