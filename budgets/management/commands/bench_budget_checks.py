@@ -111,6 +111,10 @@ class Command(BaseCommand):
             out = bench.manage("create_api_key", "--organization", org, "--project", "load", "--create", env=env)
             keys[org] = out.strip().splitlines()[-1]
         bench.manage("shell", "-c", SETUP, env=env)
+        if opts["store"] == "redis":
+            # The database was just recreated: period ids start again at 1, so what an earlier run
+            # left in the Redis store would be taken for these periods' counters.
+            bench.manage("shell", "-c", "from budgets.services import redis_store; redis_store.flush()", env=env)
 
         run = uuid.uuid4().hex[:8]
         path = "/api/v1/budget-checks/"
