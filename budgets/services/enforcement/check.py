@@ -184,7 +184,10 @@ class _Check(_ContextLoading, _Answers, _Replay, _LiveStore):
             return self._reserve(first, decision=ALLOW)
         except _Refused as refused:
             at_fault = self._at_fault(first, refused)
-        replay = self._replay_if_held()
+        # A repeat of a request that holds a reservation is answered with it, even when the budget is
+        # full now. The Redis script already looked its request_id up, in the same atomic step as the
+        # refusal; the PostgreSQL statement's snapshot may predate a racing repeat's commit.
+        replay = None if redis_store.enabled() else self._replay_if_held()
         if replay is not None:
             return replay
         downgrade_to = next(
