@@ -210,7 +210,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"skip_budget_denials": {"()": "budgets.log_filters.SkipBudgetDenials"}},
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # The level on the handler too: Django's own loggers (django.request: a warning per 4xx) keep
+    # their INFO level and propagate here, so the root level alone would not quiet them.
+    "handlers": {"console": {"class": "logging.StreamHandler", "level": env("LOG_LEVEL", default="INFO")}},
     "loggers": {"django.request": {"filters": ["skip_budget_denials"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
