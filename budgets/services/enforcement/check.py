@@ -257,11 +257,6 @@ class _Check(_ContextLoading, _Answers, _Replay, _LiveStore):
         reservation_id = uuid.uuid4()
         expires_at = self.now + timedelta(seconds=settings.SPENDGUARD_RESERVATION_TTL_SECONDS)
         agent_id = self.target.agent.pk if self.target.agent else None
-        stamp = _dt(timezone.now())
-        reservation = [
-            _uuid(reservation_id), self.scope.organization.pk, self.target.project.pk, agent_id, self.request_id,
-            attempt.model, amount, ReservationStatus.HELD.value, stamp, _dt(expires_at),
-        ]  # fmt: skip
         try:
             if redis_store.enabled():
                 after = self._reserve_live(
@@ -271,15 +266,10 @@ class _Check(_ContextLoading, _Answers, _Replay, _LiveStore):
                     created_at=self.now,
                     expires_at=expires_at,
                 )
-            elif connection.vendor == "postgresql":
-                # Autocommit: the statement is its own transaction. Inside a caller's transaction, a
-                # savepoint keeps a failed statement (a duplicate request_id) from dooming it.
-                with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                    after = _reserve_postgresql(
-                        attempt.plan, amount=amount, stamp=stamp, reservation=reservation, guard=self.guard
-                    )
             else:
-                after = _reserve_portable(attempt.plan, amount=amount, stamp=stamp, reservation=reservation)
+                after = self._reserve_sql(
+                    attempt, reservation_id=reservation_id, agent_id=agent_id, expires_at=expires_at
+                )
         except (IntegrityError, _AlreadyReserved):
             # The same request_id reserved already or concurrently (unique per organization): answer that one.
             replay = self._replay_if_held()
@@ -302,6 +292,25 @@ class _Check(_ContextLoading, _Answers, _Replay, _LiveStore):
             warnings=warnings,
             created=True,
         )
+
+    def _reserve_sql(
+        self, attempt: _Attempt, *, reservation_id: uuid.UUID, agent_id: int | None, expires_at: datetime
+    ) -> dict[int, tuple]:
+        """The reservation on the database: one statement on PostgreSQL, a transaction elsewhere."""
+        amount = attempt.amount_nanos
+        stamp = _dt(timezone.now())
+        reservation = [
+            _uuid(reservation_id), self.scope.organization.pk, self.target.project.pk, agent_id, self.request_id,
+            attempt.model, amount, ReservationStatus.HELD.value, stamp, _dt(expires_at),
+        ]  # fmt: skip
+        if connection.vendor != "postgresql":
+            return _reserve_portable(attempt.plan, amount=amount, stamp=stamp, reservation=reservation)
+        # Autocommit: the statement is its own transaction. Inside a caller's transaction, a
+        # savepoint keeps a failed statement (a duplicate request_id) from dooming it.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            return _reserve_postgresql(
+                attempt.plan, amount=amount, stamp=stamp, reservation=reservation, guard=self.guard
+            )
 
 
 # --- release ----------------------------------------------------------------------------------
@@ -340,10 +349,14 @@ def _release(*, scope: KeyScope, reservation_id: uuid.UUID, now: datetime) -> Re
     ):
         raise NotFound("No reservation with this id.")
     if held is not None:
-        redis_store.close(
+        closed = redis_store.close(
             status=ReservationStatus.RELEASED, now=now, reservation_ids=[held.id], organization_id=held.organization_id
         )
-        return redis_store.reservation_get(held.id).as_reservation()
+        if closed:  # else it was closed already (or just now, by a settlement or the expiry job): as read
+            # The store keeps milliseconds: answer what a repeated release will read back.
+            reservation.status = ReservationStatus.RELEASED
+            reservation.closed_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        return reservation
     with transaction.atomic():
         reservations_close(reservation_ids=[reservation.pk], status=ReservationStatus.RELEASED, now=now)
     return Reservation.objects.get(pk=reservation.pk)

@@ -37,12 +37,14 @@ class _LiveStore:
                 raise _Stale()
         # Periods read from PostgreSQL by this check carry their spend: copied into the store where
         # newer (after a lost or evicted key the store then starts from the ledger's figure).
-        copies = {period.pk: (period.spent_nanos, period.spent_version) for _, _, period in attempt.plan}
-        fresh = self.read_now
-        for _ in range(3):
+        copies = (
+            {period.pk: (period.spent_nanos, period.spent_version) for _, _, period in attempt.plan}
+            if self.read_now
+            else {}
+        )
+        for _ in range(2):  # a second time only after loading periods the store did not have
             plan = [
-                (p.pk, b.enforcement == Enforcement.HARD, p.ceiling_nanos, copies[p.pk] if fresh else None)
-                for b, _, p in attempt.plan
+                (p.pk, b.enforcement == Enforcement.HARD, p.ceiling_nanos, copies.get(p.pk)) for b, _, p in attempt.plan
             ]
             outcome = redis_store.reserve(
                 plan=plan,
@@ -63,7 +65,6 @@ class _LiveStore:
             copies = {pid: (spent, version) for pid, spent, version in _fetch(_SPENT_SQL + in_list(ids), ids)}
             if len(copies) < len(ids):
                 raise _PeriodGone()
-            fresh = True
         else:
             raise _PeriodGone()
         if outcome.kind == "replay":
